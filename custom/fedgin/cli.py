@@ -1,0 +1,194 @@
+"""Command line: ``python -m fedgin {demo,phantoms,simulate,build-job,evaluate,train}``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from fedgin.jobs import PACKAGE_DIR
+
+TASKS = ("abdomen", "heart")
+
+
+def find_jobs_dir() -> Path:
+    """``jobs/`` of this checkout (next to ``custom/``), or of the current folder."""
+    for candidate in (Path.cwd() / "jobs", PACKAGE_DIR.parent.parent / "jobs"):
+        if candidate.is_dir():
+            return candidate
+    raise SystemExit("cannot find the jobs/ folder: run from the fedgin checkout or pass a job path")
+
+
+def _parse_sites(values: list[str]) -> dict[str, str]:
+    sites = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise SystemExit(f"--site expects NAME=SITE_CONFIG.json, got {value!r}")
+        if name in sites:
+            raise SystemExit(f"site {name!r} given twice")
+        sites[name] = path
+    return sites
+
+
+def _gin_override(args) -> dict | None:
+    if args.gin is None:
+        return None
+    return {"gin": {"enabled": args.gin}}
+
+
+def cmd_phantoms(args) -> int:
+    from fedgin.phantoms import generate_phantom_dataset
+
+    start = time.time()
+    configs = generate_phantom_dataset(args.task, args.out, seed=args.seed, scale=args.scale)
+    for name, path in configs.items():
+        print(f"{name}: {path}")
+    print(f"phantoms written to {args.out} in {time.time() - start:.1f} s")
+    return 0
+
+
+def cmd_simulate(args) -> int:
+    from fedgin.simulation import simulate
+
+    sites = _parse_sites(args.site)
+    result = simulate(
+        args.job, sites, args.workspace, num_rounds=args.rounds, executor_overrides=_gin_override(args),
+        threads=args.threads, evaluate_split=None if args.no_eval else args.split,
+    )  # fmt: skip
+    _print_result(result)
+    return 0
+
+
+def _print_result(result) -> None:
+    results = result.workspace / "results"
+    if (results / "dice.md").is_file():
+        print()
+        print((results / "dice.md").read_text())
+    print(f"FLARE run: {result.wall_time_s:.0f} s. Results in {results}/ (dice.json, dice.md, FL_global_model.pt,")
+    print(f"cross_site_val.json); FLARE's full log: {result.workspace / 'simulator.log'}")
+
+
+def cmd_demo(args) -> int:
+    from fedgin.phantoms import generate_phantom_dataset
+    from fedgin.simulation import simulate
+
+    ws = Path(args.workspace).resolve()
+    job = find_jobs_dir() / (f"fedgin_{args.task}" if args.gin else f"fedavg_{args.task}")
+    print(f"fedgin demo: {job.name} on synthetic {args.task} phantoms (site-ct: CT, site-mri: MRI with few labels)")
+    start = time.time()
+    sites = generate_phantom_dataset(args.task, ws / "data", seed=args.seed)
+    print(f"Phantoms generated in {time.time() - start:.0f} s under {ws / 'data'}")
+    result = simulate(job, {k: str(v) for k, v in sites.items()}, ws, num_rounds=args.rounds, threads=args.threads)
+    _print_result(result)
+    print(f"Demo finished in {time.time() - start:.0f} s.")
+    return 0
+
+
+def cmd_build_job(args) -> int:
+    from fedgin.jobs import build_job
+
+    out = build_job(args.job, args.out, num_rounds=args.rounds, executor_overrides=_gin_override(args))
+    print(f"built {out} (fedgin code packed into app/custom)")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from fedgin.evaluation import evaluate_model, write_json
+    from fedgin.report import dice_table
+
+    result = evaluate_model(args.model, args.site_config, split=args.split, job_dir=args.job)
+    name = Path(args.site_config).stem
+    print(dice_table({name: result}, title=f"Dice on {name} ({args.split} split)"))
+    if args.out:
+        write_json(args.out, result)
+        print(f"written to {args.out}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from fedgin.local_training import train_local
+
+    result = train_local(
+        args.job, args.site_config, args.out, epochs=args.epochs, gin=args.gin, evaluate_split=args.split,
+        eval_site_configs=args.eval_site_config,
+    )  # fmt: skip
+    print(json.dumps({k: v["mean_dice"] for k, v in result.items()}, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m fedgin", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def gin_flags(p):
+        g = p.add_mutually_exclusive_group()
+        g.add_argument("--gin", dest="gin", action="store_true", default=None, help="GIN augmentation on")
+        g.add_argument("--no-gin", dest="gin", action="store_false", help="GIN augmentation off")
+
+    p = sub.add_parser("demo", help="phantoms + the FLARE simulator + a Dice table, no data needed")
+    p.add_argument("--workspace", default="workspace/demo", help="output folder (default: %(default)s)")
+    p.add_argument("--task", choices=TASKS, default="abdomen")
+    p.add_argument("--rounds", type=int, default=None, help="FL rounds (default: the job's)")
+    p.add_argument("--no-gin", dest="gin", action="store_false", help="run the FedAvg job without GIN")
+    p.add_argument("--seed", type=int, default=0, help="phantom seed")
+    p.add_argument("--threads", type=int, default=None, help="sites trained in parallel (default: all)")
+    p.set_defaults(func=cmd_demo, gin=True)
+
+    p = sub.add_parser("phantoms", help="write a synthetic CT/MRI phantom dataset with site configs")
+    p.add_argument("--task", choices=TASKS, default="abdomen")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scale", choices=("default", "small", "tiny"), default="default", help="dataset size")
+    p.set_defaults(func=cmd_phantoms)
+
+    p = sub.add_parser("simulate", help="run a job in the FLARE simulator on your sites")
+    p.add_argument("job", help="a job folder, e.g. jobs/fedgin_abdomen")
+    p.add_argument("--site", action="append", required=True, metavar="NAME=SITE_CONFIG", help="repeat per site")
+    p.add_argument("--workspace", default="workspace/simulate")
+    p.add_argument("--rounds", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--split", default="test", help="split scored with the final model (default: test)")
+    p.add_argument("--no-eval", action="store_true", help="skip scoring the final model")
+    gin_flags(p)
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("build-job", help="pack the fedgin code into a job for submission")
+    p.add_argument("job")
+    p.add_argument("--out", required=True)
+    p.add_argument("--rounds", type=int, default=None)
+    gin_flags(p)
+    p.set_defaults(func=cmd_build_job)
+
+    p = sub.add_parser("evaluate", help="Dice per organ of a model on a site's split")
+    p.add_argument("--model", required=True, help="FL_global_model.pt or a state dict")
+    p.add_argument("--site-config", required=True)
+    p.add_argument("--split", default="test", choices=("validation", "test"))
+    p.add_argument("--job", default=None, help="job folder the model comes from (found next to FLARE's model)")
+    p.add_argument("--out", default=None, help="write the result as JSON here")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("train", help="train outside FLARE on one or more sites' data pooled (local/centralized)")
+    p.add_argument("job", help="job folder whose training settings are used")
+    p.add_argument("--site-config", action="append", required=True)
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--epochs", type=int, required=True)
+    p.add_argument("--eval-site-config", action="append", default=None, help="sites scored (default: trained ones)")
+    p.add_argument("--split", default="test")
+    gin_flags(p)
+    p.set_defaults(func=cmd_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1

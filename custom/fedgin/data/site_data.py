@@ -1,0 +1,181 @@
+"""A site's preprocessed data, loaded once and kept in memory for every round.
+
+Pipeline per volume (MONAI transforms, nibabel underneath): load NIfTI → channel first →
+reorient to RAS (the axial axis is then the last one) → modality normalization to [0, 1] →
+site label ids to class indices → resize to the job's spatial size (in-plane only for 2D).
+
+Training uses 2D axial slices (or whole resized volumes in 3D). Evaluation keeps each label on its
+original grid so Dice is measured at the data's own resolution, not at the training size.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from monai.transforms import Compose, EnsureChannelFirstd, EnsureTyped, LoadImaged, Orientationd, Resized
+
+from fedgin.data.labels import MapLabelsd, class_lookup
+from fedgin.data.normalization import normalization_for
+from fedgin.site_config import SiteConfig
+
+logger = logging.getLogger(__name__)
+
+CANONICAL_ORIENTATION = "RAS"
+
+
+class DataError(ValueError):
+    """A case cannot be used; the message names the file and the problem."""
+
+
+@dataclass
+class TrainSamples:
+    """Training samples as stacked tensors: images (N, 1, *spatial) float32, labels (N, 1, *spatial) uint8."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+@dataclass
+class EvalVolume:
+    """One evaluation volume: image at the job's size, label on the volume's original (RAS) grid."""
+
+    image: torch.Tensor  # (1, S, S, D) for 2D jobs, (1, S, S, S) for 3D jobs
+    label: torch.Tensor  # (1, H, W, D) class indices
+    name: str = field(default="", repr=False)  # stays on the site: never put into metrics or logs sent out
+
+
+@dataclass
+class SiteData:
+    modality: str
+    organs: list[str]
+    present_organs: list[str]
+    train: TrainSamples | None
+    validation: list[EvalVolume]
+    test: list[EvalVolume]
+
+
+def _finite_check(d: dict) -> dict:
+    image = d["image"]
+    if not torch.isfinite(torch.as_tensor(image)).all():
+        raise DataError("image contains NaN or Inf voxels")
+    return d
+
+
+def _shape_check(d: dict) -> dict:
+    image, label = d["image"], d.get("label")
+    if image.ndim != 4 or image.shape[0] != 1:
+        raise DataError(f"expected a single-channel 3D image, got array shape {tuple(image.shape)}")
+    if label is not None and tuple(label.shape[1:]) != tuple(image.shape[1:]):
+        raise DataError(
+            f"image shape {tuple(image.shape[1:])} and label shape {tuple(label.shape[1:])} differ"
+        )
+    if label is not None and hasattr(image, "affine") and hasattr(label, "affine"):
+        if not np.allclose(np.asarray(image.affine), np.asarray(label.affine), atol=1e-3):
+            raise DataError("image and label affines differ (they are not on the same grid)")
+    return d
+
+
+def volume_transforms(site: SiteConfig, organs: Sequence[str], with_label: bool = True) -> Compose:
+    """Deterministic per-volume preprocessing up to (not including) resizing."""
+    keys = ["image", "label"] if with_label else ["image"]
+    steps: list[Callable] = [
+        LoadImaged(keys, reader="NibabelReader", image_only=True),
+        EnsureChannelFirstd(keys),
+        _shape_check,
+        EnsureTyped("image", dtype=torch.float32, track_meta=True),
+        _finite_check,
+        Orientationd(keys, axcodes=CANONICAL_ORIENTATION, labels=None),
+        normalization_for(site.modality, site.normalization).transform("image"),
+    ]
+    if with_label:
+        steps.append(MapLabelsd("label", class_lookup(organs, site.labels)))
+    return Compose(steps)
+
+
+def _resize_size(spatial_size: Sequence[int], spatial_dims: int) -> tuple[int, ...]:
+    if spatial_dims == 2:
+        return (int(spatial_size[0]), int(spatial_size[1]), -1)
+    if spatial_dims == 3:
+        return tuple(int(s) for s in spatial_size)
+    raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+
+
+def load_case(case: dict, transform: Compose) -> dict:
+    """Run the volume pipeline on one datalist entry; errors name the files."""
+    try:
+        return transform(dict(case))
+    except Exception as e:  # MONAI wraps errors in RuntimeError chains: find our own message
+        cause = e
+        while cause.__cause__ is not None and not isinstance(cause, DataError):
+            cause = cause.__cause__
+        files = ", ".join(str(case[k]) for k in ("image", "label") if k in case)
+        raise DataError(f"{files}: {cause}") from e
+
+
+def load_site_data(
+    site: SiteConfig,
+    organs: Sequence[str],
+    spatial_size: Sequence[int],
+    spatial_dims: int = 2,
+    splits: Sequence[str] = ("training", "validation"),
+    background_slice_fraction: float = 0.1,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> SiteData:
+    """Load and preprocess the given splits of a site once.
+
+    Args:
+        site: the validated site config.
+        organs: the job's organ names (class i is organs[i - 1]).
+        spatial_size: the job's input size (2 values for 2D, 3 for 3D).
+        spatial_dims: 2 trains on axial slices, 3 on whole resized volumes.
+        splits: which datalist splits to load.
+        background_slice_fraction: share of organ-free slices kept for 2D training (seeded).
+        seed: seed of the background-slice draw.
+        progress: called with a short message per loaded volume (no file names: may be logged).
+    """
+    transform = volume_transforms(site, organs)
+    size = _resize_size(spatial_size, spatial_dims)
+    resize_image = Resized("image", spatial_size=size, mode="area")
+    resize_label = Resized("label", spatial_size=size, mode="nearest")
+    rng = np.random.default_rng(seed)
+    train, validation, test = None, [], []
+    for split in splits:
+        cases = site.cases(split)
+        if split == "training" and not cases:
+            raise DataError(f"{site.datalist}: the 'training' list is empty")
+        images, labels = [], []
+        for i, case in enumerate(cases):
+            if "label" not in case:
+                raise DataError(f"{site.datalist}: {split}[{i}] has no 'label'")
+            d = load_case(case, transform)
+            if split == "training":
+                d = resize_label(resize_image(d))
+                img, lab = d["image"].as_tensor(), d["label"].as_tensor()
+                if spatial_dims == 2:
+                    img, lab = img.permute(3, 0, 1, 2), lab.permute(3, 0, 1, 2)  # (D, 1, S, S)
+                    has_organ = lab.flatten(1).amax(1) > 0
+                    keep = has_organ | torch.as_tensor(rng.random(len(has_organ)) < background_slice_fraction)
+                    img, lab = img[keep], lab[keep]
+                else:
+                    img, lab = img[None], lab[None]
+                images.append(img.float())
+                labels.append(lab.to(torch.uint8))
+            else:
+                label = d["label"].as_tensor().to(torch.uint8)
+                d = resize_image(d)
+                volume = EvalVolume(image=d["image"].as_tensor().float(), label=label, name=case["image"])
+                (validation if split == "validation" else test).append(volume)
+            if progress:
+                progress(f"{split} {i + 1}/{len(cases)}")
+        if split == "training":
+            train = TrainSamples(torch.cat(images), torch.cat(labels))
+    present = [o for o in organs if o in site.labels]
+    return SiteData(site.modality, list(organs), present, train, validation, test)

@@ -1,0 +1,43 @@
+"""The segmentation network: MONAI's U-Net with instance norm (no integer buffers to average)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from monai.networks.nets import UNet
+
+DEFAULT_CHANNELS = (16, 32, 64, 128, 256)
+DEFAULT_STRIDES = (2, 2, 2, 2)
+
+
+class SegmentationUNet(UNet):
+    """MONAI ``UNet`` for one-channel images and ``num_classes`` outputs (background included).
+
+    The server's persistor and every site build it from the same arguments, so the job config is
+    the one place the architecture is defined.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        spatial_dims: int = 2,
+        channels: Sequence[int] = DEFAULT_CHANNELS,
+        strides: Sequence[int] = DEFAULT_STRIDES,
+        num_res_units: int = 2,
+        dropout: float = 0.0,
+    ):
+        if num_classes < 2:
+            raise ValueError(f"num_classes counts the background too and must be >= 2, got {num_classes}")
+        if len(strides) != len(channels) - 1:
+            raise ValueError(f"need len(strides) == len(channels) - 1, got {list(channels)} and {list(strides)}")
+        super().__init__(
+            spatial_dims=spatial_dims,
+            in_channels=1,
+            out_channels=num_classes,
+            channels=tuple(channels),
+            strides=tuple(strides),
+            num_res_units=num_res_units,
+            norm="INSTANCE",
+            dropout=dropout,
+        )
+        self.num_classes = num_classes

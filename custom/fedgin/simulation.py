@@ -1,0 +1,156 @@
+"""Run a job in the FLARE simulator on given sites, follow it, and score the global model.
+
+Workspace layout (``WS``)::
+
+    WS/job/<job>/            the built job (our code packed into app/custom)
+    WS/simulate/             FLARE's simulator workspace; local/fedgin_sites/<site>.json are the
+                             site configs (the simulator gives every site a copy of local/)
+    WS/simulator.log         FLARE's full log
+    WS/results/              dice.json, dice.md, FL_global_model.pt, cross_site_val.json
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fedgin.evaluation import evaluate_model, write_json
+from fedgin.executor import SIMULATOR_SITE_CONFIG_DIR
+from fedgin.jobs import build_job, job_training_config
+from fedgin.report import dice_table
+from fedgin.site_config import load_site_config, with_absolute_paths
+
+SIM_JOB_DIR = Path("server/simulate_job")
+GLOBAL_MODEL = SIM_JOB_DIR / "app_server/FL_global_model.pt"
+CROSS_SITE = SIM_JOB_DIR / "cross_site_val/cross_val_results.json"
+# Lines of FLARE's log worth showing a person while a job runs.
+_PROGRESS = re.compile(r"\[fedgin\].*|Round \d+ started\.|Start Cross-Site Evaluation\.|cannot start.*")
+
+
+class SimulationError(RuntimeError):
+    pass
+
+
+@dataclass
+class SimulationResult:
+    workspace: Path
+    global_model: Path
+    cross_site: dict
+    dice: dict = field(default_factory=dict)
+    wall_time_s: float = 0.0
+
+
+def install_site_configs(sim_workspace: Path, sites: Mapping[str, str | Path]) -> None:
+    """Copy each site config (paths made absolute) to where the simulated site looks for it."""
+    target = sim_workspace / "local" / SIMULATOR_SITE_CONFIG_DIR
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    for name, path in sites.items():
+        (target / f"{name}.json").write_text(json.dumps(with_absolute_paths(path), indent=2) + "\n")
+
+
+def run_simulator(
+    job: Path,
+    sim_workspace: Path,
+    site_names: list[str],
+    log_file: Path,
+    threads: int | None = None,
+    echo: Callable[[str], None] | None = print,
+    timeout_s: float | None = None,
+) -> None:
+    """Run FLARE's simulator in a child process (it changes the working directory and logging)."""
+    cmd = [
+        sys.executable, "-m", "nvflare.private.fed.app.simulator.simulator", str(job),
+        "-w", str(sim_workspace), "-c", ",".join(site_names), "-t", str(threads or len(site_names)),
+    ]  # fmt: skip
+    start = time.time()
+    with open(log_file, "w") as log, subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    ) as proc:
+        try:
+            for line in proc.stdout:
+                log.write(line)
+                match = _PROGRESS.search(line)
+                if echo and match:
+                    echo(f"  [{time.time() - start:6.1f} s] {match.group(0).replace('[fedgin] ', '')}")
+                if timeout_s and time.time() - start > timeout_s:
+                    proc.kill()
+                    raise SimulationError(f"simulator exceeded {timeout_s} s; see {log_file}")
+        except BaseException:
+            proc.kill()
+            raise
+        rc = proc.wait()
+    if rc != 0:
+        raise SimulationError(f"FLARE simulator exited with code {rc}; see {log_file}")
+
+
+def simulate(
+    job_dir: str | Path,
+    sites: Mapping[str, str | Path],
+    workspace: str | Path,
+    num_rounds: int | None = None,
+    executor_overrides: dict | None = None,
+    threads: int | None = None,
+    evaluate_split: str | None = "test",
+    echo: Callable[[str], None] | None = print,
+    timeout_s: float | None = None,
+) -> SimulationResult:
+    """Build ``job_dir``, run it in the simulator on ``sites`` and score the final global model.
+
+    Args:
+        job_dir: a job definition from ``jobs/``.
+        sites: site name -> site config file.
+        workspace: output folder (created; the simulator part is replaced).
+        num_rounds: override the job's rounds.
+        executor_overrides: override our executor's args (e.g. ``{"gin": {"enabled": False}}``).
+        threads: sites trained in parallel (default: all).
+        evaluate_split: split of each site scored with the final global model (None: skip).
+        echo: where progress lines go.
+        timeout_s: kill the simulator after this long.
+    """
+    if len(sites) < 1:
+        raise ValueError("give at least one site")
+    for path in sites.values():
+        load_site_config(path)  # fail before FLARE starts, with the file's name
+    ws = Path(workspace).resolve()
+    ws.mkdir(parents=True, exist_ok=True)
+    job = build_job(
+        job_dir, ws / "job" / Path(job_dir).name, num_rounds, min_clients=len(sites),
+        executor_overrides=executor_overrides,
+    )  # fmt: skip
+    sim_ws = ws / "simulate"
+    install_site_configs(sim_ws, sites)
+    config = job_training_config(job)
+    rounds = json.loads((job / "app/config/config_fed_server.json").read_text())["num_rounds"]
+    if echo:
+        echo(f"Running {job.name} in the FLARE simulator: {len(sites)} sites ({', '.join(sites)}), {rounds} rounds")
+    start = time.time()
+    run_simulator(job, sim_ws, list(sites), ws / "simulator.log", threads, echo, timeout_s)
+    wall = time.time() - start
+
+    model = sim_ws / GLOBAL_MODEL
+    if not model.is_file():
+        raise SimulationError(f"the job finished without a global model ({model}); see {ws / 'simulator.log'}")
+    results = ws / "results"
+    results.mkdir(exist_ok=True)
+    shutil.copy2(model, results / "FL_global_model.pt")
+    cross_site = json.loads((sim_ws / CROSS_SITE).read_text()) if (sim_ws / CROSS_SITE).is_file() else {}
+    write_json(results / "cross_site_val.json", cross_site)
+    result = SimulationResult(ws, results / "FL_global_model.pt", cross_site, wall_time_s=wall)
+    if evaluate_split:
+        if echo:
+            echo(f"Scoring the final global model on each site's {evaluate_split} split ...")
+        for name, path in sites.items():
+            result.dice[name] = evaluate_model(model, path, split=evaluate_split, config=config)
+        write_json(results / "dice.json", result.dice)
+        table = dice_table(result.dice, title=f"Dice of the final global model ({job.name}, {evaluate_split} split)")
+        (results / "dice.md").write_text(table)
+    return result

@@ -1,0 +1,239 @@
+"""Local training and evaluation, shared by the FLARE Executor and by local/centralized runs.
+
+The same code trains inside FLARE and outside it, so federated, centralized and local-only
+results differ only in where the data sits.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.losses import DiceCELoss
+from monai.metrics import DiceMetric
+
+from fedgin.data.site_data import EvalVolume, TrainSamples
+from fedgin.model import DEFAULT_CHANNELS, DEFAULT_STRIDES, SegmentationUNet
+from fedgin.transforms import gin_batch
+
+
+@dataclass
+class GINConfig:
+    """GIN augmentation options (Ouyang et al. 2022 defaults)."""
+
+    enabled: bool = True
+    n_layers: int = 4
+    interm_channels: int = 2
+    kernel_sizes: tuple[int, ...] = (1, 3)
+    alpha_range: tuple[float, float] = (0.0, 1.0)
+
+    def kwargs(self) -> dict:
+        return {
+            "n_layers": self.n_layers,
+            "interm_channels": self.interm_channels,
+            "kernel_sizes": tuple(self.kernel_sizes),
+            "alpha_range": tuple(self.alpha_range),
+        }
+
+
+@dataclass
+class ModelConfig:
+    spatial_dims: int = 2
+    channels: tuple[int, ...] = DEFAULT_CHANNELS
+    strides: tuple[int, ...] = DEFAULT_STRIDES
+    num_res_units: int = 2
+    dropout: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    """Everything a job decides about training; the site decides nothing but its data."""
+
+    organs: list[str]
+    spatial_size: tuple[int, ...] = (128, 128)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    gin: GINConfig = field(default_factory=GINConfig)
+    local_epochs: int = 1
+    batch_size: int = 16
+    lr: float = 5e-4
+    weight_decay: float = 1e-4
+    eval_batch_size: int = 32
+    background_slice_fraction: float = 0.1
+    amp: bool = True
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "TrainConfig":
+        raw = dict(raw)
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"unknown training option(s) {unknown}; known: {sorted(known)}")
+        if "organs" not in raw or not raw["organs"]:
+            raise ValueError("training options need a non-empty 'organs' list")
+        model = raw.pop("model", {}) or {}
+        gin = raw.pop("gin", {}) or {}
+        if isinstance(gin, bool):
+            gin = {"enabled": gin}
+        for name, sub, kind in (("model", model, ModelConfig), ("gin", gin, GINConfig)):
+            bad = sorted(set(sub) - set(kind.__dataclass_fields__))
+            if bad:
+                raise ValueError(f"unknown {name} option(s) {bad}; known: {sorted(kind.__dataclass_fields__)}")
+        cfg = cls(model=ModelConfig(**model), gin=GINConfig(**gin), **raw)
+        if len(cfg.spatial_size) != cfg.model.spatial_dims:
+            raise ValueError(
+                f"spatial_size {list(cfg.spatial_size)} does not match spatial_dims {cfg.model.spatial_dims}"
+            )
+        return cfg
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.organs) + 1
+
+    def build_model(self) -> SegmentationUNet:
+        m = self.model
+        return SegmentationUNet(
+            num_classes=self.num_classes,
+            spatial_dims=m.spatial_dims,
+            channels=m.channels,
+            strides=m.strides,
+            num_res_units=m.num_res_units,
+            dropout=m.dropout,
+        )
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Trainer:
+    """Owns a model, its optimizer and seeded generators; trains epochs and scores volumes."""
+
+    def __init__(self, config: TrainConfig, device: torch.device | str | None = None):
+        self.config = config
+        self.device = torch.device(device) if device is not None else default_device()
+        torch.manual_seed(config.seed)  # weight init of a fresh model; FL overwrites it anyway
+        self.model = config.build_model().to(self.device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+        self.use_amp = bool(config.amp and self.device.type == "cuda")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        # Separate streams of randomness: batch order on CPU, GIN draws on the data's device.
+        self.shuffle_generator = torch.Generator().manual_seed(config.seed)
+        self.gin_generator = torch.Generator(device=self.device).manual_seed(config.seed + 1)
+
+    # -- weights -----------------------------------------------------------------------------
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return {k: v.detach().cpu().numpy().copy() for k, v in self.model.state_dict().items()}
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        own = self.model.state_dict()
+        missing = sorted(set(own) - set(weights))
+        unexpected = sorted(set(weights) - set(own))
+        if missing or unexpected:
+            raise ValueError(
+                f"received weights do not match this site's model: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            )
+        for k, v in weights.items():
+            if tuple(np.shape(v)) != tuple(own[k].shape):
+                raise ValueError(
+                    f"received weight {k!r} has shape {tuple(np.shape(v))}, this site's model has {tuple(own[k].shape)}"
+                )
+        self.model.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in weights.items()})
+
+    # -- training ----------------------------------------------------------------------------
+    def train_epochs(
+        self,
+        data: TrainSamples,
+        epochs: int | None = None,
+        should_abort: Callable[[], bool] = lambda: False,
+    ) -> dict:
+        """Run local epochs over ``data``; returns {"loss": mean loss, "steps": optimizer steps}."""
+        cfg = self.config
+        epochs = cfg.local_epochs if epochs is None else epochs
+        self.model.train()
+        pin = self.device.type == "cuda"
+        losses, steps = [], 0
+        for _ in range(epochs):
+            order = torch.randperm(len(data), generator=self.shuffle_generator)
+            for start in range(0, len(order), cfg.batch_size):
+                if should_abort():
+                    return {"loss": float(np.mean(losses)) if losses else math.nan, "steps": steps, "aborted": True}
+                idx = order[start : start + cfg.batch_size]
+                x, y = data.images[idx], data.labels[idx]
+                if pin:
+                    x, y = x.pin_memory(), y.pin_memory()
+                x = x.to(self.device, non_blocking=True)
+                y = y.to(self.device, non_blocking=True).long()
+                if cfg.gin.enabled:
+                    x = gin_batch(x, generator=self.gin_generator, **cfg.gin.kwargs())
+                self.optimizer.zero_grad(set_to_none=True)
+                with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
+                    loss = self.loss_fn(self.model(x), y)
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                losses.append(float(loss.detach()))
+                steps += 1
+        return {"loss": float(np.mean(losses)) if losses else math.nan, "steps": steps, "aborted": False}
+
+    # -- evaluation --------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, volume: EvalVolume) -> torch.Tensor:
+        """Class indices on the volume's original grid, shape (H, W, D)."""
+        self.model.eval()
+        out_size = tuple(volume.label.shape[1:])
+        image = volume.image.to(self.device)
+        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
+            if self.config.model.spatial_dims == 3:
+                logits = self.model(image[None]).float()
+                return F.interpolate(logits, size=out_size, mode="trilinear").argmax(1)[0].cpu()
+            slices = image.permute(3, 0, 1, 2)  # (D, 1, S, S)
+            preds = []
+            for start in range(0, slices.shape[0], self.config.eval_batch_size):
+                logits = self.model(slices[start : start + self.config.eval_batch_size]).float()
+                logits = F.interpolate(logits, size=out_size[:2], mode="bilinear")
+                preds.append(logits.argmax(1).cpu())
+        return torch.cat(preds).permute(1, 2, 0)  # (H, W, D)
+
+    def evaluate(self, volumes: Sequence[EvalVolume], organs: Sequence[str] | None = None) -> dict:
+        """Dice per organ (mean over volumes) and their mean, as {"dice_<organ>": ..., "mean_dice": ...}.
+
+        Organs absent from a volume's label are skipped for that volume (MONAI's ignore_empty);
+        ``organs`` restricts the mean to the organs a site labels.
+        """
+        per_volume = dice_per_volume(self, volumes)
+        return summarize_dice(per_volume, self.config.organs, organs)
+
+
+def dice_per_volume(trainer: Trainer, volumes: Sequence[EvalVolume]) -> np.ndarray:
+    """(n_volumes, n_organs) Dice; NaN where an organ is absent from a volume's label."""
+    n = trainer.config.num_classes
+    metric = DiceMetric(include_background=False, reduction="none", ignore_empty=True)
+    rows = []
+    for volume in volumes:
+        pred = trainer.predict(volume)
+        onehot_pred = F.one_hot(pred.long(), n).movedim(-1, 0)[None]
+        onehot_true = F.one_hot(volume.label[0].long(), n).movedim(-1, 0)[None]
+        rows.append(metric(onehot_pred, onehot_true)[0].numpy())
+    return np.stack(rows) if rows else np.full((0, n - 1), np.nan)
+
+
+def summarize_dice(per_volume: np.ndarray, all_organs: Sequence[str], organs: Sequence[str] | None = None) -> dict:
+    organs = list(all_organs if organs is None else organs)
+    result = {}
+    for i, organ in enumerate(all_organs):
+        if organ not in organs:
+            continue
+        col = per_volume[:, i] if len(per_volume) else np.array([np.nan])
+        result[f"dice_{organ}"] = float(np.nanmean(col)) if np.isfinite(col).any() else math.nan
+    scores = [v for v in result.values() if math.isfinite(v)]
+    result["mean_dice"] = float(np.mean(scores)) if scores else math.nan
+    return result
