@@ -84,14 +84,15 @@ class SegmentationExecutor(Executor):
         if event_type == EventType.START_RUN:
             self.site_name = fl_ctx.get_identity_name()
             try:
-                self._setup(fl_ctx)
+                local_dir = fl_ctx.get_engine().get_workspace().get_site_config_dir()
+                self.setup(find_site_config(local_dir, self.site_name), fl_ctx)
             except Exception as e:  # keep the site alive; every task then reports the failure
                 self.setup_error = f"{type(e).__name__}: {e}"
                 self.log_error(fl_ctx, f"[fedgin] {self.site_name} cannot start: {self.setup_error}")
 
-    def _setup(self, fl_ctx: FLContext):
-        workspace = fl_ctx.get_engine().get_workspace()
-        self.site = load_site_config(find_site_config(workspace.get_site_config_dir(), self.site_name))
+    def setup(self, site_config: str | Path, fl_ctx: FLContext):
+        """Read the site config, load and cache the site's data once, build the trainer."""
+        self.site = load_site_config(site_config)
         missing = self.site.missing_organs(self.config.organs)
         if missing:
             raise SiteConfigError(f"{self.site.path}: 'labels' lacks the job's organ(s) {missing}")

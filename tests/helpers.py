@@ -1,0 +1,31 @@
+"""Test helpers: tiny NIfTI volumes written with nibabel, site configs, paths of the real fixtures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO.parent / "shared" / "fixtures" / "totalsegmentator"
+ABDOMEN = ["liver", "spleen", "kidney_right", "kidney_left", "pancreas", "gallbladder"]
+# TotalSegmentator's label ids (fixtures README).
+TOTALSEG_IDS = {"spleen": 1, "kidney_right": 2, "kidney_left": 3, "gallbladder": 4, "liver": 5, "pancreas": 7}
+
+
+def write_nifti(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(array, np.eye(4) if affine is None else affine), str(path))
+    return path
+
+
+def write_site(root: Path, modality: str, splits: dict[str, list[tuple[str, str]]], labels: dict, **extra) -> Path:
+    """A site config + datalist under ``root`` whose entries are (image, label) paths relative to root."""
+    root.mkdir(parents=True, exist_ok=True)
+    datalist = {s: [{"image": i, "label": l} for i, l in cases] for s, cases in splits.items()}
+    (root / "datalist.json").write_text(json.dumps(datalist))
+    cfg = {"modality": modality, "data_root": ".", "datalist": "datalist.json", "labels": labels, **extra}
+    (root / "site_config.json").write_text(json.dumps(cfg))
+    return root / "site_config.json"
