@@ -1,0 +1,76 @@
+"""Job definitions in jobs/ and the build step that packs our code into them."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from helpers import REPO
+from fedgin.jobs import CLIENT_CONFIG, PACKAGE_DIR, SERVER_CONFIG, JobError, build_job, executor_args
+from fedgin.training import TrainConfig
+
+JOBS = ["fedgin_abdomen", "fedavg_abdomen", "fedgin_heart", "fedavg_heart"]
+
+
+def _files(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+
+
+@pytest.mark.parametrize("name", JOBS)
+def test_job_definition_is_consistent(name):
+    job = REPO / "jobs" / name
+    meta = json.loads((job / "meta.json").read_text())
+    assert meta["name"] == name and meta["deploy_map"] == {"app": ["@ALL"]}
+    assert not (job / "app" / "custom").exists()  # code is packed at build time, never hand-copied
+    server = json.loads((job / SERVER_CONFIG).read_text())
+    client = json.loads((job / CLIENT_CONFIG).read_text())
+    cfg = TrainConfig.from_dict(executor_args(client))
+    persistor = next(c for c in server["components"] if c["id"] == "persistor")
+    model_args = persistor["args"]["model"]["args"]
+    # The server's initial model and the sites' model are the same architecture.
+    assert model_args["num_classes"] == cfg.num_classes
+    for key in ("spatial_dims", "channels", "strides", "num_res_units"):
+        assert json.dumps(model_args[key]) == json.dumps(getattr(cfg.model, key))
+    assert cfg.gin.enabled == name.startswith("fedgin")
+    aggregator = next(c for c in server["components"] if c["id"] == "aggregator")
+    assert aggregator["args"]["expected_data_kind"] == "WEIGHT_DIFF"
+    filters = client["task_result_filters"][0]
+    assert filters["tasks"] == ["train"]
+    assert all(f["args"]["data_kinds"] == ["WEIGHT_DIFF"] for f in filters["filters"])
+
+
+def test_fedavg_jobs_differ_from_fedgin_only_in_gin():
+    for task in ("abdomen", "heart"):
+        a = json.loads((REPO / f"jobs/fedgin_{task}" / CLIENT_CONFIG).read_text())
+        b = json.loads((REPO / f"jobs/fedavg_{task}" / CLIENT_CONFIG).read_text())
+        executor_args(b)["gin"]["enabled"] = True
+        assert a == b
+        sa = json.loads((REPO / f"jobs/fedgin_{task}" / SERVER_CONFIG).read_text())
+        sb = json.loads((REPO / f"jobs/fedavg_{task}" / SERVER_CONFIG).read_text())
+        assert sa == sb
+
+
+def test_built_job_holds_the_current_code_and_overrides(tmp_path):
+    out = build_job(REPO / "jobs/fedgin_abdomen", tmp_path / "job", num_rounds=3, min_clients=3,
+                    executor_overrides={"gin": {"enabled": False}, "local_epochs": 2})  # fmt: skip
+    assert _files(out / "app/custom/fedgin") == _files(PACKAGE_DIR)
+    server = json.loads((out / SERVER_CONFIG).read_text())
+    assert server["num_rounds"] == 3 and server["min_clients"] == 3
+    assert json.loads((out / "meta.json").read_text())["min_clients"] == 3
+    args = executor_args(json.loads((out / CLIENT_CONFIG).read_text()))
+    assert args["gin"] == {"enabled": False} and args["local_epochs"] == 2
+    assert args["spatial_size"] == [128, 128]  # untouched options kept
+    # Building again replaces the old build (stale files do not survive).
+    (out / "app/custom/fedgin/stale.py").write_text("x = 1\n")
+    build_job(REPO / "jobs/fedgin_abdomen", out)
+    assert not (out / "app/custom/fedgin/stale.py").exists()
+
+
+def test_not_a_job_folder(tmp_path):
+    with pytest.raises(JobError, match="no meta.json"):
+        build_job(tmp_path, tmp_path / "out")
