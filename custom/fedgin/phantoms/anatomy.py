@@ -404,7 +404,7 @@ def sample_abdomen(rng: np.random.Generator) -> Anatomy:
     kid = {}
     z_right = u(-55, -25)
     for side, tissue, zc in ((1.0, Tissue.KIDNEY_RIGHT, z_right), (-1.0, Tissue.KIDNEY_LEFT, z_right + u(5, 25))):
-        k_r = np.array([u(22, 28), u(19, 25), u(48, 60)]) * s
+        k_r = np.array([u(24, 30), u(20, 26), u(50, 62)]) * s
         k_c = np.array([side * (spine.r_body + u(28, 42) + k_r[0] * 0.5), y_body + u(-5, 10), zc])
         k_R = rotation_matrix(np.deg2rad(u(-12, 12)), side * np.deg2rad(-u(8, 20)), side * np.deg2rad(u(15, 40)))
         shell = Ellipsoid.lobed(rng, k_c, k_r, k_R, amount=0.05)

@@ -91,6 +91,9 @@ def make_case(task: str, modality: str, rng: np.random.Generator, shape=None, sp
     unknown = set(label_ids) - set(ORGANS[task])
     if unknown:
         raise ValueError(f"label_ids name organs not in task {task!r}: {sorted(unknown)}")
+    ids = [int(v) for v in label_ids.values()]
+    if len(set(ids)) != len(ids) or any(not 0 < v <= 32767 for v in ids):
+        raise ValueError(f"label ids must be distinct integers in 1..32767, got {dict(label_ids)}")
 
     affine = make_affine(shape, spacing, orientation)
     anatomy_rng, render_rng = rng.spawn(2)
