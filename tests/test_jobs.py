@@ -7,7 +7,16 @@ from pathlib import Path
 import pytest
 
 from helpers import REPO
-from fedgin.jobs import CLIENT_CONFIG, PACKAGE_DIR, SERVER_CONFIG, JobError, build_job, executor_args
+from fedgin.jobs import (
+    CLIENT_CONFIG,
+    PACKAGE_DIR,
+    SERVER_CONFIG,
+    JobError,
+    build_job,
+    executor_args,
+    persistor_model_args,
+    server_model_args,
+)
 from fedgin.training import TrainConfig
 
 JOBS = ["fedgin_abdomen", "fedavg_abdomen", "fedgin_heart", "fedavg_heart"]
@@ -30,12 +39,10 @@ def test_job_definition_is_consistent(name):
     server = json.loads((job / SERVER_CONFIG).read_text())
     client = json.loads((job / CLIENT_CONFIG).read_text())
     cfg = TrainConfig.from_dict(executor_args(client))
-    persistor = next(c for c in server["components"] if c["id"] == "persistor")
-    model_args = persistor["args"]["model"]["args"]
     # The server's initial model and the sites' model are the same architecture.
-    assert model_args["num_classes"] == cfg.num_classes
-    for key in ("spatial_dims", "channels", "strides", "num_res_units"):
-        assert json.dumps(model_args[key]) == json.dumps(getattr(cfg.model, key))
+    model_args = server_model_args(server)
+    expected = persistor_model_args(cfg)
+    assert {k: model_args.get(k, expected[k]) for k in expected} == expected
     assert cfg.gin.enabled == name.startswith("fedgin")
     aggregator = next(c for c in server["components"] if c["id"] == "aggregator")
     assert aggregator["args"]["expected_data_kind"] == "WEIGHT_DIFF"
@@ -69,6 +76,13 @@ def test_built_job_holds_the_current_code_and_overrides(tmp_path):
     (out / "app/custom/fedgin/stale.py").write_text("x = 1\n")
     build_job(REPO / "jobs/fedgin_abdomen", out)
     assert not (out / "app/custom/fedgin/stale.py").exists()
+
+
+def test_model_override_reaches_the_server_model(tmp_path):
+    tiny = {"channels": [4, 8], "strides": [2], "num_res_units": 1}
+    out = build_job(REPO / "jobs/fedgin_heart", tmp_path / "job", executor_overrides={"model": tiny})
+    args = server_model_args(json.loads((out / SERVER_CONFIG).read_text()))
+    assert args["channels"] == [4, 8] and args["strides"] == [2] and args["num_classes"] == 2
 
 
 def test_not_a_job_folder(tmp_path):

@@ -43,7 +43,9 @@ def cmd_phantoms(args) -> int:
     from fedgin.phantoms import generate_phantom_dataset
 
     start = time.time()
-    configs = generate_phantom_dataset(args.task, args.out, seed=args.seed, scale=args.scale)
+    configs = generate_phantom_dataset(
+        args.task, args.out, seed=args.seed, size=args.size, max_cases=args.max_cases, num_workers=args.workers
+    )
     for name, path in configs.items():
         print(f"{name}: {path}")
     print(f"phantoms written to {args.out} in {time.time() - start:.1f} s")
@@ -79,7 +81,7 @@ def cmd_demo(args) -> int:
     job = find_jobs_dir() / (f"fedgin_{args.task}" if args.gin else f"fedavg_{args.task}")
     print(f"fedgin demo: {job.name} on synthetic {args.task} phantoms (site-ct: CT, site-mri: MRI with few labels)")
     start = time.time()
-    sites = generate_phantom_dataset(args.task, ws / "data", seed=args.seed)
+    sites = generate_phantom_dataset(args.task, ws / "data", seed=args.seed, num_workers=2)
     print(f"Phantoms generated in {time.time() - start:.0f} s under {ws / 'data'}")
     result = simulate(job, {k: str(v) for k, v in sites.items()}, ws, num_rounds=args.rounds, threads=args.threads)
     _print_result(result)
@@ -141,7 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", choices=TASKS, default="abdomen")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--scale", choices=("default", "small", "tiny"), default="default", help="dataset size")
+    p.add_argument("--size", type=float, default=1.0, help="grid scale per axis (0.5: half the voxels per axis)")
+    p.add_argument("--max-cases", type=int, default=None, help="at most this many cases per split")
+    p.add_argument("--workers", type=int, default=2, help="processes writing cases")
     p.set_defaults(func=cmd_phantoms)
 
     p = sub.add_parser("simulate", help="run a job in the FLARE simulator on your sites")

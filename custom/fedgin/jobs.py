@@ -96,7 +96,31 @@ def build_job(
             else:
                 args[key] = value
         write_json(out_dir / CLIENT_CONFIG, client)
+        # The sites' settings define the model; the server's initial model must follow them.
+        server_model_args(server).update(persistor_model_args(job_training_config(out_dir)))
+        write_json(out_dir / SERVER_CONFIG, server)
     return out_dir
+
+
+def server_model_args(server_config: dict) -> dict:
+    """The args of the model that the server's persistor builds (a live reference)."""
+    for component in server_config.get("components", []):
+        if component.get("id") == "persistor":
+            return component.setdefault("args", {}).setdefault("model", {}).setdefault("args", {})
+    raise JobError(f"{SERVER_CONFIG}: no component with id 'persistor'")
+
+
+def persistor_model_args(config) -> dict:
+    """SegmentationUNet args matching a TrainConfig."""
+    m = config.model
+    return {
+        "num_classes": config.num_classes,
+        "spatial_dims": m.spatial_dims,
+        "channels": list(m.channels),
+        "strides": list(m.strides),
+        "num_res_units": m.num_res_units,
+        "dropout": m.dropout,
+    }
 
 
 def client_config_path(folder: str | Path) -> Path:
