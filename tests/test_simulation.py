@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from helpers import ABDOMEN, REPO
+from fedgin.cli import main
 from fedgin.phantoms import generate_phantom_dataset
 from fedgin.simulation import simulate
 
@@ -47,6 +48,12 @@ def test_fedgin_abdomen_runs_in_the_flare_simulator(tmp_path):
         assert d["mean_dice"] is not None and math.isfinite(d["mean_dice"])
     table = (result.workspace / "results/dice.md").read_text()
     assert all(organ in table for organ in ABDOMEN) and "site-mri (MR" in table
+
+    # The evaluate command finds the job's settings next to FLARE's model file.
+    model = result.workspace / "simulate/server/simulate_job/app_server/FL_global_model.pt"
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", "--model", str(model), "--site-config", str(sites["site-mri"]), "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["dice"] == dice["site-mri"]["dice"]
 
     # The privacy filter ran on every outgoing update: 2 sites x 2 rounds.
     for site in sites:

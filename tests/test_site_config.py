@@ -61,3 +61,16 @@ def test_with_absolute_paths(tmp_path):
     raw = with_absolute_paths(_write(tmp_path))
     assert raw["data_root"] == str(tmp_path.resolve())
     assert raw["datalist"] == str(tmp_path.resolve() / "datalist.json")
+
+
+def test_example_site_configs_describe_the_phantom_sites(tmp_path):
+    from helpers import REPO
+
+    from fedgin.phantoms import generate_phantom_dataset
+
+    generated = generate_phantom_dataset("abdomen", tmp_path, size=0.25, max_cases=1)
+    for name, path in generated.items():
+        example = json.loads((REPO / "site_configs" / f"{name}.json").read_text())
+        made = json.loads(path.read_text())
+        assert example["labels"] == made["labels"] and example["modality"] == made["modality"]
+        assert example["data_root"] == f"../workspace/demo/data/{name}"  # where the demo writes them
