@@ -24,7 +24,7 @@ def write_nifti(path: Path, array: np.ndarray, affine: np.ndarray | None = None)
 def write_site(root: Path, modality: str, splits: dict[str, list[tuple[str, str]]], labels: dict, **extra) -> Path:
     """A site config + datalist under ``root`` whose entries are (image, label) paths relative to root."""
     root.mkdir(parents=True, exist_ok=True)
-    datalist = {s: [{"image": i, "label": l} for i, l in cases] for s, cases in splits.items()}
+    datalist = {s: [{"image": img, "label": lab} for img, lab in cases] for s, cases in splits.items()}
     (root / "datalist.json").write_text(json.dumps(datalist))
     cfg = {"modality": modality, "data_root": ".", "datalist": "datalist.json", "labels": labels, **extra}
     (root / "site_config.json").write_text(json.dumps(cfg))

@@ -5,8 +5,6 @@ import json
 from pathlib import Path
 
 import pytest
-
-from helpers import REPO
 from fedgin.jobs import (
     CLIENT_CONFIG,
     PACKAGE_DIR,
@@ -18,6 +16,7 @@ from fedgin.jobs import (
     server_model_args,
 )
 from fedgin.training import TrainConfig
+from helpers import REPO
 
 JOBS = ["fedgin_abdomen", "fedavg_abdomen", "fedgin_heart", "fedavg_heart"]
 

@@ -1,7 +1,6 @@
 import json
 
 import pytest
-
 from fedgin.site_config import SiteConfigError, load_site_config, with_absolute_paths
 
 
@@ -64,9 +63,8 @@ def test_with_absolute_paths(tmp_path):
 
 
 def test_example_site_configs_describe_the_phantom_sites(tmp_path):
-    from helpers import REPO
-
     from fedgin.phantoms import generate_phantom_dataset
+    from helpers import REPO
 
     generated = generate_phantom_dataset("abdomen", tmp_path, size=0.25, max_cases=1)
     for name, path in generated.items():

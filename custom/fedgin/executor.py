@@ -39,9 +39,7 @@ def find_site_config(local_dir: str | Path, site_name: str) -> Path:
     for path in candidates:
         if path.is_file():
             return path
-    raise SiteConfigError(
-        f"site {site_name}: no site config found; put it at {candidates[1]} (or {candidates[0]})"
-    )
+    raise SiteConfigError(f"site {site_name}: no site config found; put it at {candidates[1]} (or {candidates[0]})")
 
 
 def _finite_metrics(metrics: dict, prefix: str = "val_") -> dict:

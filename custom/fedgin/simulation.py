@@ -77,9 +77,10 @@ def run_simulator(
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // (threads or len(site_names)))))
     start = time.time()
-    with open(log_file, "w") as log, subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env
-    ) as proc:
+    with (
+        open(log_file, "w") as log,
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env) as proc,
+    ):
         try:
             for line in proc.stdout:
                 log.write(line)

@@ -67,7 +67,7 @@ class TrainConfig:
     seed: int = 0
 
     @classmethod
-    def from_dict(cls, raw: dict) -> "TrainConfig":
+    def from_dict(cls, raw: dict) -> TrainConfig:
         raw = dict(raw)
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(raw) - known)

@@ -1,9 +1,8 @@
 import numpy as np
 import pytest
 import torch
-from monai.data import MetaTensor
-
 from fedgin.data.labels import MapLabelsd, class_lookup
+from monai.data import MetaTensor
 
 
 def test_site_ids_become_job_classes_and_other_ids_background():

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 import torch
-
 from fedgin.data.normalization import CTNormalization, MRNormalization, normalization_for
 
 

@@ -4,10 +4,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-
-from helpers import ABDOMEN, write_nifti, write_site
 from fedgin.data.site_data import DataError, load_site_data
 from fedgin.site_config import load_site_config
+from helpers import ABDOMEN, write_nifti, write_site
 
 
 def _centroid(mask: torch.Tensor) -> np.ndarray:

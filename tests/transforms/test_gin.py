@@ -4,10 +4,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from monai.data import MetaTensor
-
 from fedgin.transforms import RandGIN, RandGINd, gin_batch
 from fedgin.transforms.gin import _draw_gin_params
+from monai.data import MetaTensor
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -102,9 +101,7 @@ def test_grouped_conv_matches_per_sample_networks(shape, alpha_range):
     x = _image(shape)
     kwargs = dict(n_layers=3, interm_channels=3, kernel_sizes=(1, 3, 5), alpha_range=alpha_range)
     out = gin_batch(x, generator=_gen(9), **kwargs)
-    layers, alpha = _draw_gin_params(
-        x.shape[0], x.shape[1], x.ndim - 2, _gen(9), x.device, x.dtype, **kwargs
-    )
+    layers, alpha = _draw_gin_params(x.shape[0], x.shape[1], x.ndim - 2, _gen(9), x.device, x.dtype, **kwargs)
     assert [tuple(w.shape[:2]) for w, _ in layers] == [
         (x.shape[0] * 3, x.shape[1]),
         (x.shape[0] * 3, 3),

@@ -42,7 +42,9 @@ class MapLabelsd(MapTransform):
         arr = label.detach().cpu().numpy() if isinstance(label, torch.Tensor) else np.asarray(label)
         ids = np.rint(arr).astype(np.int64)
         ids = np.where((ids >= 0) & (ids < len(self.table)), ids, 0)
-        mapped, *_ = convert_to_dst_type(self.table[ids], label, dtype=torch.uint8 if isinstance(label, torch.Tensor) else np.uint8)
+        mapped, *_ = convert_to_dst_type(
+            self.table[ids], label, dtype=torch.uint8 if isinstance(label, torch.Tensor) else np.uint8
+        )
         return mapped
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:

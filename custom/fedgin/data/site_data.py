@@ -73,9 +73,7 @@ def _shape_check(d: dict) -> dict:
     if image.ndim != 4 or image.shape[0] != 1:
         raise DataError(f"expected a single-channel 3D image, got array shape {tuple(image.shape)}")
     if label is not None and tuple(label.shape[1:]) != tuple(image.shape[1:]):
-        raise DataError(
-            f"image shape {tuple(image.shape[1:])} and label shape {tuple(label.shape[1:])} differ"
-        )
+        raise DataError(f"image shape {tuple(image.shape[1:])} and label shape {tuple(label.shape[1:])} differ")
     if label is not None and hasattr(image, "affine") and hasattr(label, "affine"):
         if not np.allclose(np.asarray(image.affine), np.asarray(label.affine), atol=1e-3):
             raise DataError("image and label affines differ (they are not on the same grid)")

@@ -40,6 +40,7 @@ from .shapes import (
     ZPeriodic,
     frame_from_axis,
     masked_contains,
+    matmul3,
     rotation_matrix,
 )
 
@@ -129,8 +130,8 @@ class Anatomy:
 
     def to_body_frame(self, points: np.ndarray) -> np.ndarray:
         """World (RAS mm) → canonical body frame (pose removed, deformation applied)."""
-        q = (np.asarray(points, dtype=np.float32) - self.translation.astype(np.float32)) @ \
-            self.rotation.astype(np.float32)
+        q = matmul3(np.asarray(points, dtype=np.float32) - self.translation.astype(np.float32),
+                    self.rotation.astype(np.float32))
         if self.deformation is not None:
             q = q + self.deformation(q)
         return q
@@ -167,7 +168,7 @@ def voxel_world_coords(shape, affine) -> np.ndarray:
     """World (RAS mm) coordinates of every voxel centre: ``shape + (3,)`` float32."""
     affine = np.asarray(affine, dtype=np.float64)
     ijk = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape], indexing="ij"), -1)
-    xyz = ijk @ affine[:3, :3].T + affine[:3, 3]
+    xyz = matmul3(ijk.reshape(-1, 3), affine[:3, :3].T).reshape(ijk.shape) + affine[:3, 3]
     return xyz.astype(np.float32)
 
 
@@ -309,7 +310,12 @@ def sample_abdomen(rng: np.random.Generator) -> Anatomy:
     y_body = -body.ay_post + u(72, 86) * s  # vertebral body centre
     spine = _spine(rng, s, y_body, muscle)
     cav = cavity_full
-    cavity = Subtract(cav, [spine.block])  # where viscera may lie
+    # posterior abdominal wall (quadratus lumborum): the kidneys lie against it
+    ql_w, ql_h = u(22, 30) * s, u(17, 23) * s
+    quadratus = Union([ExtrudedEllipse(ax=ql_w, ay_ant=ql_h, ay_post=ql_h * 1.5, power=2.2,
+                                       center_xy=(sx * (spine.r_body + u(38, 50) * s), y_body - u(34, 42) * s))
+                       for sx in (-1.0, 1.0)])
+    cavity = Subtract(cav, [spine.block, quadratus])  # where viscera may lie
     cav_ax = cav.ax - cav.inset
     cav_ay = cav.ay_ant - cav.inset
     y_front = spine.y_body + spine.r_body  # anterior surface of the vertebral body
@@ -318,6 +324,7 @@ def sample_abdomen(rng: np.random.Generator) -> Anatomy:
         Layer(Tissue.FAT, body, name="subcutaneous_fat"),
         Layer(Tissue.MUSCLE, muscle, name="abdominal_wall"),
         Layer(Tissue.FAT, cav, name="visceral_fat"),
+        Layer(Tissue.MUSCLE, quadratus, within=muscle, name="quadratus_lumborum"),
     ]
     # Lower ribs (T10-T12 level) around liver and spleen
     layers.append(Layer(Tissue.BONE, Ribs(inner=cav.offset(-1.0), outer=cav.offset(-min(t_mus, 8.0)),
@@ -405,7 +412,7 @@ def sample_abdomen(rng: np.random.Generator) -> Anatomy:
     z_right = u(-55, -25)
     for side, tissue, zc in ((1.0, Tissue.KIDNEY_RIGHT, z_right), (-1.0, Tissue.KIDNEY_LEFT, z_right + u(5, 25))):
         k_r = np.array([u(24, 30), u(20, 26), u(50, 62)]) * s
-        k_c = np.array([side * (spine.r_body + u(28, 42) + k_r[0] * 0.5), y_body + u(-5, 10), zc])
+        k_c = np.array([side * (spine.r_body + u(28, 42) + k_r[0] * 0.5), y_body + u(-8, 6), zc])
         k_R = rotation_matrix(np.deg2rad(u(-12, 12)), side * np.deg2rad(-u(8, 20)), side * np.deg2rad(u(15, 40)))
         shell = Ellipsoid.lobed(rng, k_c, k_r, k_R, amount=0.05)
         hilum = Ellipsoid(k_c + k_R @ np.array([-side * k_r[0] * u(0.85, 1.0), k_r[1] * 0.2, 0]),

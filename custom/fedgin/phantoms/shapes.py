@@ -31,9 +31,24 @@ __all__ = [
     "Box",
     "rotation_matrix",
     "frame_from_axis",
+    "matmul3",
+    "masked_contains",
 ]
 
 _INF = np.float32(1e9)
+
+
+def matmul3(p: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """``p @ m`` for ``p`` of shape (N, 3), computed element-wise.
+
+    Avoids multi-threaded BLAS for these skinny products: no thread
+    over-subscription when cases are generated in parallel processes, and
+    results that do not depend on the BLAS build or its thread count.
+    """
+    m = np.asarray(m, dtype=p.dtype)
+    if m.ndim == 1:
+        return p[:, 0] * m[0] + p[:, 1] * m[1] + p[:, 2] * m[2]
+    return p[:, 0:1] * m[0] + p[:, 1:2] * m[1] + p[:, 2:3] * m[2]
 
 
 # ----------------------------------------------------------------------------
@@ -89,8 +104,8 @@ class SmoothField:
         out = np.zeros((p.shape[0], self.dims), dtype=np.float32)
         two_pi = np.float32(2.0 * np.pi)
         for d in range(self.dims):
-            arg = p @ (two_pi * self.freqs[d]).T + self.phases[d]  # (N, K)
-            out[:, d] = np.cos(arg) @ self.amps[d]
+            arg = matmul3(p, (two_pi * self.freqs[d]).T) + self.phases[d]  # (N, K)
+            out[:, d] = np.einsum("nk,k->n", np.cos(arg), self.amps[d])
         return out[:, 0] if self.dims == 1 else out
 
 
@@ -172,13 +187,14 @@ class Ellipsoid(Shape):
         return cls(center, radii, np.eye(3) if rotation is None else rotation, freqs, amps, phases)
 
     def contains(self, p):
-        u = ((p - self.center) @ self.rotation) / self.radii
+        u = matmul3(p - self.center, self.rotation) / self.radii
         r2 = np.einsum("ij,ij->i", u, u)
         if self.lobe_amps.size == 0:
             return r2 <= 1.0
         r = np.sqrt(r2)
         uhat = u / np.maximum(r, 1e-6)[:, None]
-        s = 1.0 + np.cos(uhat @ self.lobe_freqs.T + self.lobe_phases) @ self.lobe_amps
+        s = 1.0 + np.einsum("nk,k->n", np.cos(matmul3(uhat, self.lobe_freqs.T) + self.lobe_phases),
+                            self.lobe_amps)
         return r <= s
 
     def bbox(self):
@@ -206,7 +222,7 @@ class Tube(Shape):
             ab = b - a
             L2 = float(ab @ ab)
             ap = p - a
-            t = np.clip((ap @ ab) / max(L2, 1e-6), 0.0, 1.0)
+            t = np.clip(matmul3(ap, ab) / max(L2, 1e-6), 0.0, 1.0)
             d = ap - t[:, None] * ab
             dist2 = np.einsum("ij,ij->i", d, d)
             r = ra + t * (rb - ra)
@@ -433,7 +449,11 @@ class Box(Shape):
 def _masked_contains(shape: Shape, p: np.ndarray) -> np.ndarray:
     """``shape.contains`` evaluated only for points inside its bounding box."""
     lo, hi = shape.bbox()
-    m = np.all((p >= lo) & (p <= hi), axis=1)
+    m = p[:, 0] >= lo[0]
+    m &= p[:, 0] <= hi[0]
+    for a in (1, 2):
+        m &= p[:, a] >= lo[a]
+        m &= p[:, a] <= hi[a]
     idx = np.flatnonzero(m)
     if idx.size:
         m[idx] = shape.contains(p[idx])

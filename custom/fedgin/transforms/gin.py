@@ -66,7 +66,7 @@ def _draw_gin_params(
     draw = {"generator": generator, "device": gen_device}
     widths = [channels] + [interm_channels] * (n_layers - 1) + [channels]
     layers = []
-    for c_in, c_out in zip(widths[:-1], widths[1:]):
+    for c_in, c_out in zip(widths[:-1], widths[1:], strict=True):
         k = kernel_sizes[int(torch.randint(len(kernel_sizes), (1,), **draw))]
         weight = torch.randn((batch * c_out, c_in) + (k,) * spatial_ndim, **draw)
         bias = torch.randn(batch * c_out, **draw)
@@ -126,7 +126,16 @@ def gin_batch(
         xt = xt.float()
     batch, channels, *spatial = xt.shape
     layers, alpha = _draw_gin_params(
-        batch, channels, len(spatial), generator, xt.device, xt.dtype, n_layers, interm_channels, kernel_sizes, alpha_range
+        batch,
+        channels,
+        len(spatial),
+        generator,
+        xt.device,
+        xt.dtype,
+        n_layers,
+        interm_channels,
+        kernel_sizes,
+        alpha_range,
     )
     conv = F.conv2d if len(spatial) == 2 else F.conv3d
     # Fold the batch into channels so groups=batch gives every sample its own network in one call.
