@@ -130,8 +130,9 @@ class Anatomy:
 
     def to_body_frame(self, points: np.ndarray) -> np.ndarray:
         """World (RAS mm) → canonical body frame (pose removed, deformation applied)."""
-        q = matmul3(np.asarray(points, dtype=np.float32) - self.translation.astype(np.float32),
-                    self.rotation.astype(np.float32))
+        q = matmul3(
+            np.asarray(points, dtype=np.float32) - self.translation.astype(np.float32), self.rotation.astype(np.float32)
+        )
         if self.deformation is not None:
             q = q + self.deformation(q)
         return q
@@ -197,17 +198,24 @@ def sample_anatomy(task: str, rng: np.random.Generator) -> Anatomy:
 # Shared pieces
 # ----------------------------------------------------------------------------
 def _pose(rng: np.random.Generator, shift_xy: float = 12.0, shift_z: float = 12.0):
-    rot = rotation_matrix(np.deg2rad(rng.uniform(-3, 3)), np.deg2rad(rng.uniform(-3, 3)),
-                          np.deg2rad(rng.uniform(-5, 5)))
-    t = np.array([rng.uniform(-shift_xy, shift_xy), rng.uniform(-shift_xy, shift_xy),
-                  rng.uniform(-shift_z, shift_z)])
+    rot = rotation_matrix(
+        np.deg2rad(rng.uniform(-3, 3)), np.deg2rad(rng.uniform(-3, 3)), np.deg2rad(rng.uniform(-5, 5))
+    )
+    t = np.array([rng.uniform(-shift_xy, shift_xy), rng.uniform(-shift_xy, shift_xy), rng.uniform(-shift_z, shift_z)])
     return rot, t
 
 
 def _body_wall(rng: np.random.Generator, scale: float, *, ax, ay_ant, ay_post, g1, g2):
     u = rng.uniform
-    body = ExtrudedEllipse(ax=ax * scale, ay_ant=ay_ant * scale, ay_post=ay_post * scale,
-                           power=u(2.0, 2.5), drift_xy=(u(-5, 5), u(-6, 6)), g1=g1, g2=g2)
+    body = ExtrudedEllipse(
+        ax=ax * scale,
+        ay_ant=ay_ant * scale,
+        ay_post=ay_post * scale,
+        power=u(2.0, 2.5),
+        drift_xy=(u(-5, 5), u(-6, 6)),
+        g1=g1,
+        g2=g2,
+    )
     t_fat = u(7.0, 28.0)
     t_mus = u(7.0, 12.0)
     muscle = body.offset(t_fat)
@@ -224,31 +232,41 @@ class _Spine:
     y_canal: float
 
 
-def _spine(rng: np.random.Generator, scale: float, y_body: float, muscle: Shape,
-           radius: tuple[float, float] = (16.0, 21.0)) -> _Spine:
+def _spine(
+    rng: np.random.Generator, scale: float, y_body: float, muscle: Shape, radius: tuple[float, float] = (16.0, 21.0)
+) -> _Spine:
     u = rng.uniform
     r = u(*radius) * scale
     drift = (0.0, u(-8, 8))
-    vb = ExtrudedEllipse(ax=1.15 * r, ay_ant=r, ay_post=0.85 * r, power=2.2,
-                         center_xy=(0.0, y_body), drift_xy=drift)
+    vb = ExtrudedEllipse(ax=1.15 * r, ay_ant=r, ay_post=0.85 * r, power=2.2, center_xy=(0.0, y_body), drift_xy=drift)
     marrow = vb.offset(3.0)
     period = u(31.0, 37.0) * scale
     phase = u(0, period)
     disc = ZPeriodic(vb.offset(1.0), period=period, width=u(7.0, 10.0), phase=phase)
     y_canal = y_body - 0.85 * r - u(9.0, 12.0)
-    arch = ExtrudedEllipse(ax=u(15, 19), ay_ant=u(10, 13), ay_post=u(14, 17), center_xy=(0.0, y_canal),
-                           drift_xy=drift)
-    canal = ExtrudedEllipse(ax=u(8, 10), ay_ant=u(7, 9), ay_post=u(7, 9), center_xy=(0.0, y_canal),
-                            drift_xy=drift)
-    spinous = ExtrudedEllipse(ax=u(4, 6), ay_ant=20.0, ay_post=20.0,
-                              center_xy=(0.0, y_canal - u(28, 34)), drift_xy=drift)
-    transverse = ZPeriodic(ExtrudedEllipse(ax=u(34, 42), ay_ant=6.0, ay_post=6.0,
-                                           center_xy=(0.0, y_canal + 4.0), drift_xy=drift),
-                           period=period, width=u(12, 16), phase=phase + 0.5 * period)
+    arch = ExtrudedEllipse(ax=u(15, 19), ay_ant=u(10, 13), ay_post=u(14, 17), center_xy=(0.0, y_canal), drift_xy=drift)
+    canal = ExtrudedEllipse(ax=u(8, 10), ay_ant=u(7, 9), ay_post=u(7, 9), center_xy=(0.0, y_canal), drift_xy=drift)
+    spinous = ExtrudedEllipse(
+        ax=u(4, 6), ay_ant=20.0, ay_post=20.0, center_xy=(0.0, y_canal - u(28, 34)), drift_xy=drift
+    )
+    transverse = ZPeriodic(
+        ExtrudedEllipse(ax=u(34, 42), ay_ant=6.0, ay_post=6.0, center_xy=(0.0, y_canal + 4.0), drift_xy=drift),
+        period=period,
+        width=u(12, 16),
+        phase=phase + 0.5 * period,
+    )
     para_w, para_h = u(20, 26) * scale, u(22, 30) * scale
-    paraspinal = [ExtrudedEllipse(ax=para_w, ay_ant=para_h * 0.8, ay_post=para_h, power=2.2,
-                                  center_xy=(sx * (para_w + 4.0), y_canal - 12.0), drift_xy=drift)
-                  for sx in (-1.0, 1.0)]
+    paraspinal = [
+        ExtrudedEllipse(
+            ax=para_w,
+            ay_ant=para_h * 0.8,
+            ay_post=para_h,
+            power=2.2,
+            center_xy=(sx * (para_w + 4.0), y_canal - 12.0),
+            drift_xy=drift,
+        )
+        for sx in (-1.0, 1.0)
+    ]
     layers = [
         Layer(Tissue.MUSCLE, Union(paraspinal), within=muscle, name="paraspinal"),
         Layer(Tissue.BONE, vb, name="vertebral_body"),
@@ -267,8 +285,9 @@ def _tube_path(rng, p0, p1, n=4, wobble=8.0):
     return pts
 
 
-def _bowel_loops(rng: np.random.Generator, n: int, lo, hi, cavity: Shape, radius=(9.0, 16.0),
-                 gas_prob=0.3) -> list[Layer]:
+def _bowel_loops(
+    rng: np.random.Generator, n: int, lo, hi, cavity: Shape, radius=(9.0, 16.0), gas_prob=0.3
+) -> list[Layer]:
     """Unlabelled bowel clutter: tubes with a wall and fluid / gas content."""
     layers = []
     lo = np.asarray(lo, float)
@@ -306,15 +325,25 @@ def sample_abdomen(rng: np.random.Generator) -> Anatomy:
     u = rng.uniform
     s = u(0.9, 1.1)  # patient size
     body, muscle, cavity_full, t_fat, t_mus = _body_wall(
-        rng, s, ax=u(140, 172), ay_ant=u(100, 125), ay_post=u(88, 102), g1=u(0.0, 0.08), g2=u(-0.04, 0.02))
+        rng, s, ax=u(140, 172), ay_ant=u(100, 125), ay_post=u(88, 102), g1=u(0.0, 0.08), g2=u(-0.04, 0.02)
+    )
     y_body = -body.ay_post + u(72, 86) * s  # vertebral body centre
     spine = _spine(rng, s, y_body, muscle)
     cav = cavity_full
     # posterior abdominal wall (quadratus lumborum): the kidneys lie against it
     ql_w, ql_h = u(22, 30) * s, u(17, 23) * s
-    quadratus = Union([ExtrudedEllipse(ax=ql_w, ay_ant=ql_h, ay_post=ql_h * 1.5, power=2.2,
-                                       center_xy=(sx * (spine.r_body + u(38, 50) * s), y_body - u(34, 42) * s))
-                       for sx in (-1.0, 1.0)])
+    quadratus = Union(
+        [
+            ExtrudedEllipse(
+                ax=ql_w,
+                ay_ant=ql_h,
+                ay_post=ql_h * 1.5,
+                power=2.2,
+                center_xy=(sx * (spine.r_body + u(38, 50) * s), y_body - u(34, 42) * s),
+            )
+            for sx in (-1.0, 1.0)
+        ]
+    )
     cavity = Subtract(cav, [spine.block, quadratus])  # where viscera may lie
     cav_ax = cav.ax - cav.inset
     cav_ay = cav.ay_ant - cav.inset
@@ -327,33 +356,68 @@ def sample_abdomen(rng: np.random.Generator) -> Anatomy:
         Layer(Tissue.MUSCLE, quadratus, within=muscle, name="quadratus_lumborum"),
     ]
     # Lower ribs (T10-T12 level) around liver and spleen
-    layers.append(Layer(Tissue.BONE, Ribs(inner=cav.offset(-1.0), outer=cav.offset(-min(t_mus, 8.0)),
-                                          period=u(30, 38), thickness=u(6, 9), drop=u(80, 120), phase=u(0, 40),
-                                          gap=u(0.5, 0.9), spine_gap=0.35,
-                                          z_range=(u(-5, 25), 1e9)), name="ribs"))
+    layers.append(
+        Layer(
+            Tissue.BONE,
+            Ribs(
+                inner=cav.offset(-1.0),
+                outer=cav.offset(-min(t_mus, 8.0)),
+                period=u(30, 38),
+                thickness=u(6, 9),
+                drop=u(80, 120),
+                phase=u(0, 40),
+                gap=u(0.5, 0.9),
+                spine_gap=0.35,
+                z_range=(u(-5, 25), 1e9),
+            ),
+            name="ribs",
+        )
+    )
     # Lung bases in the posterior costophrenic recesses (top of the field of view)
     for sx in (-1.0, 1.0):
-        layers.append(Layer(Tissue.LUNG, Ellipsoid.lobed(
-            rng, (sx * u(70, 90), y_body - u(0, 15), u(150, 190)), (u(55, 70), u(55, 75), u(90, 110)),
-            amount=0.05), within=cavity, name="lung_base"))
+        layers.append(
+            Layer(
+                Tissue.LUNG,
+                Ellipsoid.lobed(
+                    rng,
+                    (sx * u(70, 90), y_body - u(0, 15), u(150, 190)),
+                    (u(55, 70), u(55, 75), u(90, 110)),
+                    amount=0.05,
+                ),
+                within=cavity,
+                name="lung_base",
+            )
+        )
 
     # Bowel clutter: small bowel (mid / lower), colon (flanks + transverse)
-    layers += _bowel_loops(rng, int(rng.integers(14, 22)),
-                           lo=(-cav_ax + 25, y_front + 10, -130), hi=(cav_ax - 25, cav_ay - 12, 10),
-                           cavity=cavity, radius=(10.0, 17.0))
+    layers += _bowel_loops(
+        rng,
+        int(rng.integers(14, 22)),
+        lo=(-cav_ax + 25, y_front + 10, -130),
+        hi=(cav_ax - 25, cav_ay - 12, 10),
+        cavity=cavity,
+        radius=(10.0, 17.0),
+    )
     for sx in (-1.0, 1.0):  # ascending (right) / descending (left) colon
         x = sx * (cav_ax - u(20, 35))
         pts = _tube_path(rng, (x, y_front + u(0, 25), -140), (x, y_front + u(5, 30), u(-10, 20)), n=4)
         r = u(14, 22)
         layers.append(Layer(Tissue.BOWEL_WALL, Tube(pts, r), within=cavity, name="colon"))
-        layers.append(Layer(Tissue.GAS if u() < 0.5 else Tissue.SOFT, Tube(pts, r - 3.0),
-                            within=cavity, name="colon_content"))
+        layers.append(
+            Layer(Tissue.GAS if u() < 0.5 else Tissue.SOFT, Tube(pts, r - 3.0), within=cavity, name="colon_content")
+        )
     zt = u(-30, 0)
     pts = _tube_path(rng, (cav_ax - 30, cav_ay * 0.5, zt), (-cav_ax + 30, cav_ay * 0.5, zt + u(0, 30)), n=5)
     r = u(14, 20)
     layers.append(Layer(Tissue.BOWEL_WALL, Tube(pts, r), within=cavity, name="transverse_colon"))
-    layers.append(Layer(Tissue.GAS if u() < 0.6 else Tissue.BOWEL_FLUID, Tube(pts, r - 3.0),
-                        within=cavity, name="transverse_colon_content"))
+    layers.append(
+        Layer(
+            Tissue.GAS if u() < 0.6 else Tissue.BOWEL_FLUID,
+            Tube(pts, r - 3.0),
+            within=cavity,
+            name="transverse_colon_content",
+        )
+    )
 
     # Stomach (left upper quadrant, anterior), wall + fluid + anterior gas cap
     st_c = np.array([-u(35, 60), u(15, 45), u(45, 75)])
@@ -365,8 +429,12 @@ def sample_abdomen(rng: np.random.Generator) -> Anatomy:
     layers += [
         Layer(Tissue.BOWEL_WALL, stomach, within=cavity, name="stomach_wall"),
         Layer(Tissue.BOWEL_FLUID if u() < 0.7 else Tissue.SOFT, st_in, within=cavity, name="stomach_content"),
-        Layer(Tissue.GAS, Intersect([st_in, Box((-1e9, gas_level, -1e9), (1e9, 1e9, 1e9))]),
-              within=cavity, name="stomach_gas"),
+        Layer(
+            Tissue.GAS,
+            Intersect([st_in, Box((-1e9, gas_level, -1e9), (1e9, 1e9, 1e9))]),
+            within=cavity,
+            name="stomach_gas",
+        ),
     ]
 
     # --- Labelled organs, in carving priority (later wins) -----------------
@@ -375,12 +443,22 @@ def sample_abdomen(rng: np.random.Generator) -> Anatomy:
     l_r = np.array([u(0.5, 0.62) * cav_ax, u(72, 92) * s, u(68, 88) * s])
     right_lobe = Ellipsoid.lobed(rng, l_c, l_r, rotation_matrix(0, 0, np.deg2rad(u(-10, 10))), amount=0.06)
     ll_c = np.array([u(-30, -8), u(25, 50) + min(0.0, cav_ay - 110), l_c[2] + u(0, 20)])
-    left_lobe = Ellipsoid.lobed(rng, ll_c, (u(42, 62), u(26, 36), u(26, 40)),
-                                rotation_matrix(0, np.deg2rad(u(-10, 10)), np.deg2rad(u(-20, 5))), amount=0.08)
-    inferior_tip = Ellipsoid.lobed(rng, (l_c[0] + u(10, 30), l_c[1] + u(-10, 20), l_c[2] - l_r[2] * u(0.5, 0.8)),
-                                   (u(30, 45), u(35, 50), u(30, 50)), amount=0.08)
-    liver = Warped(Union([right_lobe, left_lobe, inferior_tip]),
-                   SmoothField.random(rng, amplitude=u(6, 10), wavelength=(60, 160)))
+    left_lobe = Ellipsoid.lobed(
+        rng,
+        ll_c,
+        (u(42, 62), u(26, 36), u(26, 40)),
+        rotation_matrix(0, np.deg2rad(u(-10, 10)), np.deg2rad(u(-20, 5))),
+        amount=0.08,
+    )
+    inferior_tip = Ellipsoid.lobed(
+        rng,
+        (l_c[0] + u(10, 30), l_c[1] + u(-10, 20), l_c[2] - l_r[2] * u(0.5, 0.8)),
+        (u(30, 45), u(35, 50), u(30, 50)),
+        amount=0.08,
+    )
+    liver = Warped(
+        Union([right_lobe, left_lobe, inferior_tip]), SmoothField.random(rng, amplitude=u(6, 10), wavelength=(60, 160))
+    )
     layers.append(Layer(Tissue.LIVER, liver, within=cavity, name="liver"))
 
     # Spleen: left posterolateral, along the ribs, crescent (hilum concavity)
@@ -396,13 +474,15 @@ def sample_abdomen(rng: np.random.Generator) -> Anatomy:
     # aorta/SMA, tail towards the splenic hilum, rising to the left.
     zp = u(-20, 10)
     yp = y_front + u(30, 45)
-    pan_pts = np.array([
-        (u(22, 38), yp - u(10, 20), zp - u(25, 40)),  # uncinate / lower head
-        (u(22, 38), yp - u(0, 10), zp - u(5, 15)),  # head
-        (u(0, 12), yp + u(5, 15), zp),  # neck
-        (-u(25, 40), yp + u(0, 10), zp + u(5, 15)),  # body
-        (sp_c[0] + u(20, 35), sp_c[1] + u(10, 25), zp + u(15, 35)),  # tail
-    ])
+    pan_pts = np.array(
+        [
+            (u(22, 38), yp - u(10, 20), zp - u(25, 40)),  # uncinate / lower head
+            (u(22, 38), yp - u(0, 10), zp - u(5, 15)),  # head
+            (u(0, 12), yp + u(5, 15), zp),  # neck
+            (-u(25, 40), yp + u(0, 10), zp + u(5, 15)),  # body
+            (sp_c[0] + u(20, 35), sp_c[1] + u(10, 25), zp + u(15, 35)),  # tail
+        ]
+    )
     pan_r = np.array([u(11, 14), u(13, 17), u(8, 11), u(8, 11), u(7, 10)]) * s
     pancreas = Warped(Tube(pan_pts, pan_r), SmoothField.random(rng, amplitude=u(3, 5), wavelength=(25, 60)))
     layers.append(Layer(Tissue.PANCREAS, pancreas, within=cavity, name="pancreas"))
@@ -415,8 +495,9 @@ def sample_abdomen(rng: np.random.Generator) -> Anatomy:
         k_c = np.array([side * (spine.r_body + u(28, 42) + k_r[0] * 0.5), y_body + u(-8, 6), zc])
         k_R = rotation_matrix(np.deg2rad(u(-12, 12)), side * np.deg2rad(-u(8, 20)), side * np.deg2rad(u(15, 40)))
         shell = Ellipsoid.lobed(rng, k_c, k_r, k_R, amount=0.05)
-        hilum = Ellipsoid(k_c + k_R @ np.array([-side * k_r[0] * u(0.85, 1.0), k_r[1] * 0.2, 0]),
-                          k_r * [0.45, 0.45, 0.38], k_R)
+        hilum = Ellipsoid(
+            k_c + k_R @ np.array([-side * k_r[0] * u(0.85, 1.0), k_r[1] * 0.2, 0]), k_r * [0.45, 0.45, 0.38], k_R
+        )
         kid[side] = (k_c, k_r)
         layers.append(Layer(tissue, Subtract(shell, [hilum]), within=cavity, name=tissue.name.lower()))
 
@@ -429,17 +510,19 @@ def sample_abdomen(rng: np.random.Generator) -> Anatomy:
 
     # Vessels (carve organs: IVC runs through the liver's bare area)
     aorta_x, aorta_y = -u(8, 18), y_front + u(9, 13)
-    aorta = Tube(_tube_path(rng, (aorta_x, aorta_y, 160), (aorta_x + u(-5, 5), aorta_y + u(0, 8), -160),
-                            n=4, wobble=3.0), u(9, 13) * s)
+    aorta = Tube(
+        _tube_path(rng, (aorta_x, aorta_y, 160), (aorta_x + u(-5, 5), aorta_y + u(0, 8), -160), n=4, wobble=3.0),
+        u(9, 13) * s,
+    )
     ivc = Ellipsoid((u(18, 28), y_front + u(6, 14), 0.0), (u(11, 15), u(7, 10), 400.0))
-    smv = Tube(_tube_path(rng, (u(4, 12), yp - u(0, 5), zp - 120), (u(2, 10), yp - u(0, 8), zp), 3, 3),
-               u(4.5, 6.5))
-    portal = Tube([(u(2, 10), yp - u(0, 8), zp), (l_c[0] - u(15, 30), yp - u(0, 15), zp + u(35, 55))],
-                  u(6, 8))
-    splenic_v = Tube([(u(2, 10), yp - u(0, 8), zp), pan_pts[3] + (0, -pan_r[3], 0),
-                      pan_pts[4] + (0, -pan_r[4], 0)], u(3.5, 5))
-    renal_v = Tube([kid[-1.0][0] + (kid[-1.0][1][0] * 0.3, 0, 0), (ivc.center[0], ivc.center[1], kid[-1.0][0][2])],
-                   u(4, 5.5))
+    smv = Tube(_tube_path(rng, (u(4, 12), yp - u(0, 5), zp - 120), (u(2, 10), yp - u(0, 8), zp), 3, 3), u(4.5, 6.5))
+    portal = Tube([(u(2, 10), yp - u(0, 8), zp), (l_c[0] - u(15, 30), yp - u(0, 15), zp + u(35, 55))], u(6, 8))
+    splenic_v = Tube(
+        [(u(2, 10), yp - u(0, 8), zp), pan_pts[3] + (0, -pan_r[3], 0), pan_pts[4] + (0, -pan_r[4], 0)], u(3.5, 5)
+    )
+    renal_v = Tube(
+        [kid[-1.0][0] + (kid[-1.0][1][0] * 0.3, 0, 0), (ivc.center[0], ivc.center[1], kid[-1.0][0][2])], u(4, 5.5)
+    )
     layers += [
         Layer(Tissue.VESSEL, Union([smv, portal, splenic_v, renal_v]), within=cavity, name="veins"),
         Layer(Tissue.VESSEL, aorta, within=cavity_full, name="aorta"),
@@ -447,15 +530,23 @@ def sample_abdomen(rng: np.random.Generator) -> Anatomy:
     ]
     # Psoas muscles (lower levels) beside the vertebral bodies
     for sx in (-1.0, 1.0):
-        layers.append(Layer(Tissue.MUSCLE, Ellipsoid(
-            (sx * (spine.r_body + u(12, 18)), y_body + u(0, 8), -u(110, 140)), (u(13, 18), u(14, 19), u(110, 130)),
-            rotation_matrix(0, sx * np.deg2rad(u(3, 8)), 0)), within=cavity_full, name="psoas"))
+        layers.append(
+            Layer(
+                Tissue.MUSCLE,
+                Ellipsoid(
+                    (sx * (spine.r_body + u(12, 18)), y_body + u(0, 8), -u(110, 140)),
+                    (u(13, 18), u(14, 19), u(110, 130)),
+                    rotation_matrix(0, sx * np.deg2rad(u(3, 8)), 0),
+                ),
+                within=cavity_full,
+                name="psoas",
+            )
+        )
     layers += spine.layers
 
     rot, t = _pose(rng)
     deformation = SmoothField.random(rng, amplitude=u(6, 12), wavelength=(120, 320))
-    return Anatomy("abdomen", body, layers, rot, t, deformation,
-                   info={"scale": s, "t_fat": t_fat, "t_muscle": t_mus})
+    return Anatomy("abdomen", body, layers, rot, t, deformation, info={"scale": s, "t_fat": t_fat, "t_muscle": t_mus})
 
 
 # ----------------------------------------------------------------------------
@@ -467,7 +558,8 @@ def sample_heart(rng: np.random.Generator) -> Anatomy:
     u = rng.uniform
     s = u(0.9, 1.1)
     body, muscle, cavity_full, t_fat, t_mus = _body_wall(
-        rng, s, ax=u(140, 170), ay_ant=u(95, 115), ay_post=u(95, 110), g1=u(-0.08, 0.0), g2=u(-0.04, 0.0))
+        rng, s, ax=u(140, 170), ay_ant=u(95, 115), ay_post=u(95, 110), g1=u(-0.08, 0.0), g2=u(-0.04, 0.0)
+    )
     y_body = -body.ay_post + u(62, 74) * s
     spine = _spine(rng, s, y_body, muscle, radius=(13.0, 17.0))
     cav = cavity_full
@@ -479,29 +571,54 @@ def sample_heart(rng: np.random.Generator) -> Anatomy:
         Layer(Tissue.FAT, body, name="subcutaneous_fat"),
         Layer(Tissue.MUSCLE, muscle, name="chest_wall"),
         Layer(Tissue.FAT, cav, name="mediastinal_fat"),
-        Layer(Tissue.BONE, Ribs(inner=cav.offset(-1.0), outer=cav.offset(-min(t_mus, 9.0)), period=u(28, 34),
-                                thickness=u(7, 10), drop=u(80, 120), phase=u(0, 40), gap=u(0.35, 0.6),
-                                spine_gap=0.3), name="ribs"),
+        Layer(
+            Tissue.BONE,
+            Ribs(
+                inner=cav.offset(-1.0),
+                outer=cav.offset(-min(t_mus, 9.0)),
+                period=u(28, 34),
+                thickness=u(7, 10),
+                drop=u(80, 120),
+                phase=u(0, 40),
+                gap=u(0.35, 0.6),
+                spine_gap=0.3,
+            ),
+            name="ribs",
+        ),
     ]
     # Sternum + costal cartilage at the front
     st_y = body.ay_ant - t_fat - t_mus * 0.5
-    sternum = ExtrudedEllipse(ax=u(14, 20), ay_ant=u(5, 7), ay_post=u(5, 7), center_xy=(0.0, st_y),
-                              z_range=(-u(70, 90), 1e9))
-    layers += [Layer(Tissue.BONE, sternum, within=muscle, name="sternum"),
-               Layer(Tissue.MARROW, sternum.offset(2.5), within=muscle, name="sternum_marrow")]
+    sternum = ExtrudedEllipse(
+        ax=u(14, 20), ay_ant=u(5, 7), ay_post=u(5, 7), center_xy=(0.0, st_y), z_range=(-u(70, 90), 1e9)
+    )
+    layers += [
+        Layer(Tissue.BONE, sternum, within=muscle, name="sternum"),
+        Layer(Tissue.MARROW, sternum.offset(2.5), within=muscle, name="sternum_marrow"),
+    ]
 
     # Diaphragm: two domes (right higher); below it liver (right) and stomach (left)
     dome_r, dome_l = -u(65, 85), -u(75, 95)
-    diaphragm = Union([Ellipsoid((sx * u(40, 60), u(-10, 10), dz - 150.0), (u(110, 130), 160.0, 150.0))
-                       for sx, dz in ((1.0, dome_r), (-1.0, dome_l))])
-    liver = Ellipsoid.lobed(rng, (u(30, 55), u(-15, 10), dome_r - 130.0), (cav_ax * u(0.8, 0.95), 110.0, 128.0),
-                            amount=0.03)
+    diaphragm = Union(
+        [
+            Ellipsoid((sx * u(40, 60), u(-10, 10), dz - 150.0), (u(110, 130), 160.0, 150.0))
+            for sx, dz in ((1.0, dome_r), (-1.0, dome_l))
+        ]
+    )
+    liver = Ellipsoid.lobed(
+        rng, (u(30, 55), u(-15, 10), dome_r - 130.0), (cav_ax * u(0.8, 0.95), 110.0, 128.0), amount=0.03
+    )
     st_c = np.array([-u(45, 65), u(10, 35), dome_l - u(45, 60)])
     stomach = Ellipsoid.lobed(rng, st_c, (u(35, 50), u(30, 40), 55.0), amount=0.06)
-    layers += [Layer(Tissue.LIVER, liver, within=cavity, name="liver_dome"),
-               Layer(Tissue.BOWEL_WALL, stomach, within=cavity, name="stomach"),
-               Layer(Tissue.GAS, Intersect([stomach, Box((-1e9, st_c[1] + 5.0, -1e9), (1e9, 1e9, 1e9))]),
-                     within=cavity, name="stomach_gas")]
+    layers += [
+        Layer(Tissue.LIVER, liver, within=cavity, name="liver_dome"),
+        Layer(Tissue.BOWEL_WALL, stomach, within=cavity, name="stomach"),
+        Layer(
+            Tissue.GAS,
+            Intersect([stomach, Box((-1e9, st_c[1] + 5.0, -1e9), (1e9, 1e9, 1e9))]),
+            within=cavity,
+            name="stomach_gas",
+        ),
+    ]
 
     # Heart geometry first (the mediastinum is shaped around it)
     h_c = np.array([-u(12, 28), u(22, 38), u(-30, -10)])  # heart centre
@@ -510,14 +627,17 @@ def sample_heart(rng: np.random.Generator) -> Anatomy:
     hr = np.array([u(62, 72), u(48, 56), u(40, 48)]) * s
 
     # Lungs: each hemithorax above the diaphragm, except the mediastinum
-    mediastinum = ExtrudedEllipse(ax=u(22, 32), ay_ant=cav_ay + 10.0, ay_post=-y_body + 5.0,
-                                  center_xy=(-u(0, 10), 0.0), drift_xy=(0.0, 0.0))
+    mediastinum = ExtrudedEllipse(
+        ax=u(22, 32), ay_ant=cav_ay + 10.0, ay_post=-y_body + 5.0, center_xy=(-u(0, 10), 0.0), drift_xy=(0.0, 0.0)
+    )
     lungs = []
     for sx in (-1.0, 1.0):
         c = np.array([sx * cav_ax * u(0.4, 0.5), u(-25, -5), 250.0])
         r = np.array([cav_ax * u(0.62, 0.72), u(115, 130), 420.0])
-        lung = Subtract(Warped(Ellipsoid(c, r), SmoothField.random(rng, amplitude=u(4, 8), wavelength=(80, 200))),
-                        [diaphragm, mediastinum])
+        lung = Subtract(
+            Warped(Ellipsoid(c, r), SmoothField.random(rng, amplitude=u(4, 8), wavelength=(80, 200))),
+            [diaphragm, mediastinum],
+        )
         lungs.append(lung)
         layers.append(Layer(Tissue.LUNG, lung, within=cavity, name="lung"))
     # Pulmonary vessels: random small branches inside the lungs
@@ -525,17 +645,21 @@ def sample_heart(rng: np.random.Generator) -> Anatomy:
         sx = rng.choice([-1.0, 1.0])
         p0 = np.array([sx * u(25, 45), u(-20, 10), u(-10, 40)])
         p1 = p0 + np.array([sx * u(30, 90), u(-60, 60), u(-60, 60)])
-        layers.append(Layer(Tissue.VESSEL, Tube([p0, p1], [u(3, 6), u(1.5, 2.5)]), within=lungs[int(sx > 0)],
-                            name="pulmonary_vessel"))
+        layers.append(
+            Layer(
+                Tissue.VESSEL,
+                Tube([p0, p1], [u(3, 6), u(1.5, 2.5)]),
+                within=lungs[int(sx > 0)],
+                name="pulmonary_vessel",
+            )
+        )
 
     # Great vessels at the base (drawn before the heart, which carves them)
     asc = np.array([u(0, 12), h_c[1] + u(-5, 10), h_c[2] + u(40, 55)])
     arch_top = np.array([-u(0, 10), asc[1] - u(25, 40), u(85, 105)])
     ao_r = u(12, 16) * s
-    desc = np.array([-(1.15 * spine.r_body + u(0.6, 0.9) * ao_r + 3.0), y_body + u(0.2, 0.6) * spine.r_body,
-                     u(40, 60)])
-    asc_aorta = Tube([asc - (0, 0, 30), asc + (0, 0, 30), arch_top, desc],
-                     [ao_r, ao_r, ao_r, ao_r * 0.85])
+    desc = np.array([-(1.15 * spine.r_body + u(0.6, 0.9) * ao_r + 3.0), y_body + u(0.2, 0.6) * spine.r_body, u(40, 60)])
+    asc_aorta = Tube([asc - (0, 0, 30), asc + (0, 0, 30), arch_top, desc], [ao_r, ao_r, ao_r, ao_r * 0.85])
     desc_aorta = Tube([desc, desc - (0, 0, 260)], [ao_r * 0.85, ao_r * 0.8])
     pa0 = h_c + np.array([-u(5, 15), u(25, 35), u(30, 40)])
     pa = Tube([pa0, pa0 + (u(-10, 0), -u(10, 20), u(20, 30)), pa0 + (-u(25, 40), -u(35, 50), u(30, 40))], u(11, 14))
@@ -552,8 +676,10 @@ def sample_heart(rng: np.random.Generator) -> Anatomy:
         return Ellipsoid.lobed(rng, h_c + H @ (np.asarray(offset) * hr), np.asarray(radii) * hr, H, amount=amount)
 
     lv = chamber((u(0.1, 0.2), -u(0.25, 0.35), 0.0), (u(0.55, 0.65), u(0.38, 0.46), u(0.42, 0.5)))
-    rv = Subtract(chamber((u(0.0, 0.1), u(0.5, 0.6), u(-0.1, 0.1)), (u(0.55, 0.65), u(0.3, 0.36), u(0.55, 0.65))),
-                  [chamber((0.15, -0.3, 0.0), (0.75, 0.62, 0.62), 0.0)])
+    rv = Subtract(
+        chamber((u(0.0, 0.1), u(0.5, 0.6), u(-0.1, 0.1)), (u(0.55, 0.65), u(0.3, 0.36), u(0.55, 0.65))),
+        [chamber((0.15, -0.3, 0.0), (0.75, 0.62, 0.62), 0.0)],
+    )
     la = chamber((-u(0.6, 0.7), -u(0.2, 0.3), -u(0.3, 0.4)), (u(0.3, 0.36), u(0.36, 0.42), u(0.4, 0.48)))
     ra = chamber((-u(0.55, 0.65), u(0.35, 0.45), -u(0.05, 0.15)), (u(0.32, 0.38), u(0.34, 0.4), u(0.45, 0.52)))
     layers += [
@@ -568,5 +694,4 @@ def sample_heart(rng: np.random.Generator) -> Anatomy:
 
     rot, t = _pose(rng)
     deformation = SmoothField.random(rng, amplitude=u(5, 10), wavelength=(120, 320))
-    return Anatomy("heart", body, layers, rot, t, deformation,
-                   info={"scale": s, "t_fat": t_fat, "t_muscle": t_mus})
+    return Anatomy("heart", body, layers, rot, t, deformation, info={"scale": s, "t_fat": t_fat, "t_muscle": t_mus})

@@ -69,8 +69,15 @@ def make_affine(shape, spacing, orientation: str = "RAS", center=(0.0, 0.0, 0.0)
     return aff
 
 
-def make_case(task: str, modality: str, rng: np.random.Generator, shape=None, spacing=None,
-              label_ids: Mapping[str, int] | None = None, orientation: str | None = None):
+def make_case(
+    task: str,
+    modality: str,
+    rng: np.random.Generator,
+    shape=None,
+    spacing=None,
+    label_ids: Mapping[str, int] | None = None,
+    orientation: str | None = None,
+):
     """Make one random case in memory.
 
     Returns ``(image, label, affine)``: ``image`` int16 (CT in HU; MR on an

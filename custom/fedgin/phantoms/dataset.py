@@ -87,15 +87,15 @@ class PhantomSiteSpec:
         ids = self.label_ids if self.label_ids is not None else LABEL_IDS[task][self.modality]
         return {organ: int(ids[organ]) for organ in ORGANS[task] if organ in ids}
 
-    def with_counts(self, n_train: int, n_val: int, n_test: int) -> "PhantomSiteSpec":
+    def with_counts(self, n_train: int, n_val: int, n_test: int) -> PhantomSiteSpec:
         return replace(self, n_train=n_train, n_val=n_val, n_test=n_test)
 
-    def scaled(self, size: float = 1.0, max_cases: int | None = None) -> "PhantomSiteSpec":
+    def scaled(self, size: float = 1.0, max_cases: int | None = None) -> PhantomSiteSpec:
         """Same field of view on a grid ``size`` times as fine per axis
         (``size`` < 1 → fewer, larger voxels), and with at most ``max_cases``
         cases per split (each split keeps at least one case if it had one)."""
         shape = tuple(max(4, int(round(n * size))) for n in self.shape)
-        spacing = tuple(s * n / m for s, n, m in zip(self.spacing, self.shape, shape))
+        spacing = tuple(s * n / m for s, n, m in zip(self.spacing, self.shape, shape, strict=True))
         counts = [self.n_train, self.n_val, self.n_test]
         if max_cases is not None:
             counts = [min(c, max_cases) for c in counts]
@@ -114,8 +114,9 @@ def default_site_specs(task: str = "abdomen") -> list[PhantomSiteSpec]:
     ]
 
 
-def scale_site_specs(specs: Sequence[PhantomSiteSpec], size: float = 1.0,
-                     max_cases: int | None = None) -> list[PhantomSiteSpec]:
+def scale_site_specs(
+    specs: Sequence[PhantomSiteSpec], size: float = 1.0, max_cases: int | None = None
+) -> list[PhantomSiteSpec]:
     """:meth:`PhantomSiteSpec.scaled` applied to every site (e.g. tiny data for tests)."""
     return [s.scaled(size, max_cases) for s in specs]
 
@@ -152,8 +153,15 @@ def _split_of(spec: PhantomSiteSpec, index: int) -> str:
 def _write_case(args) -> tuple[int, dict[str, str]]:
     task, spec, seed, index, site_dir = args
     rng = case_rng(seed, task, spec.name, index)
-    image, label, affine = make_case(task, spec.modality, rng, shape=spec.shape, spacing=spec.spacing,
-                                     label_ids=spec.labels_for(task), orientation=spec.orientation)
+    image, label, affine = make_case(
+        task,
+        spec.modality,
+        rng,
+        shape=spec.shape,
+        spacing=spec.spacing,
+        label_ids=spec.labels_for(task),
+        orientation=spec.orientation,
+    )
     fname = f"{spec.file_prefix}_{index:03d}.nii.gz"
     site_dir = Path(site_dir)
     save_nifti(image, affine, site_dir / "imagesTr" / fname)
@@ -161,10 +169,16 @@ def _write_case(args) -> tuple[int, dict[str, str]]:
     return index, {"image": f"imagesTr/{fname}", "label": f"labelsTr/{fname}"}
 
 
-def generate_phantom_dataset(task: str, out_dir: str | Path, seed: int = 0,
-                             sites: Sequence[PhantomSiteSpec] | None = None, *,
-                             size: float = 1.0, max_cases: int | None = None,
-                             num_workers: int = 1) -> dict[str, Path]:
+def generate_phantom_dataset(
+    task: str,
+    out_dir: str | Path,
+    seed: int = 0,
+    sites: Sequence[PhantomSiteSpec] | None = None,
+    *,
+    size: float = 1.0,
+    max_cases: int | None = None,
+    num_workers: int = 1,
+) -> dict[str, Path]:
     """Generate the phantom data set of ``task`` (``"abdomen"`` / ``"heart"``)
     under ``out_dir``.
 
@@ -206,7 +220,7 @@ def generate_phantom_dataset(task: str, out_dir: str | Path, seed: int = 0,
     for spec in specs:
         site_dir = out_dir / spec.name
         datalist: dict[str, list] = {"training": [], "validation": [], "test": []}
-        for index, entry in results[pos:pos + spec.n_cases]:
+        for index, entry in results[pos : pos + spec.n_cases]:
             datalist[_split_of(spec, index)].append(entry)
         pos += spec.n_cases
         _write_json(site_dir / "datalist.json", datalist)
@@ -220,12 +234,15 @@ def generate_phantom_dataset(task: str, out_dir: str | Path, seed: int = 0,
         _write_json(site_dir / "site_config.json", config)
         configs[spec.name] = site_dir / "site_config.json"
 
-    _write_json(out_dir / "phantom_dataset.json", {
-        "task": task,
-        "seed": int(seed),
-        "organs": ORGANS[task],
-        "sites": [{**asdict(s), "label_ids": s.labels_for(task), "prefix": s.file_prefix} for s in specs],
-    })
+    _write_json(
+        out_dir / "phantom_dataset.json",
+        {
+            "task": task,
+            "seed": int(seed),
+            "organs": ORGANS[task],
+            "sites": [{**asdict(s), "label_ids": s.labels_for(task), "prefix": s.file_prefix} for s in specs],
+        },
+    )
     return configs
 
 

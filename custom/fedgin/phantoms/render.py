@@ -137,8 +137,7 @@ def _texture(rng, world: np.ndarray) -> np.ndarray:
     """Zero-mean, unit-SD smooth texture on world points (N, 3) → (N,)."""
     fine = SmoothField.random(rng, dims=1, n_waves=24, amplitude=1.0, wavelength=(8.0, 25.0))
     coarse = SmoothField.random(rng, dims=1, n_waves=8, amplitude=1.0, wavelength=(30.0, 90.0))
-    f = fine(world) / np.sqrt((fine.amps ** 2).sum() / 2) + 0.7 * coarse(world) / np.sqrt(
-        (coarse.amps ** 2).sum() / 2)
+    f = fine(world) / np.sqrt((fine.amps**2).sum() / 2) + 0.7 * coarse(world) / np.sqrt((coarse.amps**2).sum() / 2)
     return (f / np.sqrt(1.0 + 0.49)).astype(np.float32)
 
 
@@ -146,26 +145,28 @@ def _blur3(vol: np.ndarray, weights=((0.25, 0.5, 0.25), (0.25, 0.5, 0.25), (0.2,
     """Separable 3-tap blur (edge-replicated): partial-volume effect."""
     out = vol
     for axis, (a, b, c) in enumerate(weights):
-        if out.shape[axis] < 2:
+        n = out.shape[axis]
+        if n < 2:
             continue
         pad = [(0, 0)] * out.ndim
         pad[axis] = (1, 1)
         p = np.pad(out, pad, mode="edge")
-        sl = [slice(None)] * out.ndim
-
-        def take(start):
-            sl[axis] = slice(start, start + out.shape[axis])
-            return p[tuple(sl)]
-
-        out = a * take(0) + b * take(1) + c * take(2)
+        lo, mid, hi = (np.take(p, np.arange(s, s + n), axis=axis) for s in (0, 1, 2))
+        out = a * lo + b * mid + c * hi
     return out.astype(np.float32)
 
 
 # ----------------------------------------------------------------------------
 # renderers
 # ----------------------------------------------------------------------------
-def render_ct(tissue: np.ndarray, world: np.ndarray, rng: np.random.Generator, *, task: str = "abdomen",
-              noise_sd: tuple[float, float] = (10.0, 20.0)) -> np.ndarray:
+def render_ct(
+    tissue: np.ndarray,
+    world: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    task: str = "abdomen",
+    noise_sd: tuple[float, float] = (10.0, 20.0),
+) -> np.ndarray:
     """CT in Hounsfield units, int16.  ``tissue``: uint8 volume; ``world``:
     voxel-centre world coordinates, ``tissue.shape + (3,)``."""
     mean, tex = _case_lut(tissue_table("CT", task), rng, multiplicative=False)
@@ -175,9 +176,17 @@ def render_ct(tissue: np.ndarray, world: np.ndarray, rng: np.random.Generator, *
     return np.clip(np.rint(img), -1024, 3071).astype(np.int16)
 
 
-def render_mr(tissue: np.ndarray, world: np.ndarray, rng: np.random.Generator, *, task: str = "abdomen",
-              noise_frac: tuple[float, float] = (0.01, 0.03), bias: tuple[float, float] = (0.2, 0.4),
-              gain: tuple[float, float] = (0.6, 1.6), dtype=np.int16) -> np.ndarray:
+def render_mr(
+    tissue: np.ndarray,
+    world: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    task: str = "abdomen",
+    noise_frac: tuple[float, float] = (0.01, 0.03),
+    bias: tuple[float, float] = (0.2, 0.4),
+    gain: tuple[float, float] = (0.6, 1.6),
+    dtype=np.int16,
+) -> np.ndarray:
     """T2-weighted (abdomen) / bSSFP (heart) MRI with a smooth multiplicative
     bias field and Rician noise, arbitrary positive scale."""
     mean, tex = _case_lut(tissue_table("MR", task), rng, multiplicative=True)
@@ -190,14 +199,15 @@ def render_mr(tissue: np.ndarray, world: np.ndarray, rng: np.random.Generator, *
     sigma = rng.uniform(*noise_frac) * 1000.0 * g
     n1 = rng.normal(0.0, sigma, size=img.shape).astype(np.float32)
     n2 = rng.normal(0.0, sigma, size=img.shape).astype(np.float32)
-    img = np.sqrt((img + n1) ** 2 + n2 ** 2)
+    img = np.sqrt((img + n1) ** 2 + n2**2)
     if np.issubdtype(np.dtype(dtype), np.integer):
         return np.clip(np.rint(img), 0, np.iinfo(dtype).max).astype(dtype)
     return img.astype(dtype)
 
 
-def render(tissue: np.ndarray, world: np.ndarray, modality: str, rng: np.random.Generator, *,
-           task: str = "abdomen") -> np.ndarray:
+def render(
+    tissue: np.ndarray, world: np.ndarray, modality: str, rng: np.random.Generator, *, task: str = "abdomen"
+) -> np.ndarray:
     modality = modality.upper()
     if modality == "CT":
         return render_ct(tissue, world, rng, task=task)

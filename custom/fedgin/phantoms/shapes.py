@@ -77,7 +77,7 @@ class SmoothField:
         amplitude: float = 5.0,
         wavelength: tuple[float, float] = (120.0, 300.0),
         anisotropy: tuple[float, float, float] = (1.0, 1.0, 1.0),
-    ) -> "SmoothField":
+    ) -> SmoothField:
         """Random field whose components have RMS ``amplitude / 2`` and whose
         wavelengths lie in ``wavelength`` (mm).  ``anisotropy`` scales the
         frequency per world axis (e.g. ``(1, 1, 0.5)`` = smoother along z)."""
@@ -174,8 +174,17 @@ class Ellipsoid(Shape):
         self.lobe_phases = np.asarray(self.lobe_phases, dtype=np.float32).reshape(-1)
 
     @classmethod
-    def lobed(cls, rng: np.random.Generator, center, radii, rotation=None, *,
-              amount: float = 0.08, n_lobes: int = 4, max_order: float = 2.5) -> "Ellipsoid":
+    def lobed(
+        cls,
+        rng: np.random.Generator,
+        center,
+        radii,
+        rotation=None,
+        *,
+        amount: float = 0.08,
+        n_lobes: int = 4,
+        max_order: float = 2.5,
+    ) -> Ellipsoid:
         """Ellipsoid with a random smooth surface perturbation of relative size
         about ``amount``."""
         d = rng.normal(size=(n_lobes, 3))
@@ -193,8 +202,7 @@ class Ellipsoid(Shape):
             return r2 <= 1.0
         r = np.sqrt(r2)
         uhat = u / np.maximum(r, 1e-6)[:, None]
-        s = 1.0 + np.einsum("nk,k->n", np.cos(matmul3(uhat, self.lobe_freqs.T) + self.lobe_phases),
-                            self.lobe_amps)
+        s = 1.0 + np.einsum("nk,k->n", np.cos(matmul3(uhat, self.lobe_freqs.T) + self.lobe_phases), self.lobe_amps)
         return r <= s
 
     def bbox(self):
@@ -213,12 +221,11 @@ class Tube(Shape):
 
     def __post_init__(self):
         self.points = np.asarray(self.points, dtype=np.float32).reshape(-1, 3)
-        self.radii = np.broadcast_to(np.asarray(self.radii, dtype=np.float32),
-                                     (self.points.shape[0],)).copy()
+        self.radii = np.broadcast_to(np.asarray(self.radii, dtype=np.float32), (self.points.shape[0],)).copy()
 
     def contains(self, p):
         inside = np.zeros(p.shape[0], dtype=bool)
-        for a, b, ra, rb in zip(self.points[:-1], self.points[1:], self.radii[:-1], self.radii[1:]):
+        for a, b, ra, rb in zip(self.points[:-1], self.points[1:], self.radii[:-1], self.radii[1:], strict=True):
             ab = b - a
             L2 = float(ab @ ab)
             ap = p - a
@@ -255,10 +262,20 @@ class ExtrudedEllipse(Shape):
     g2: float = 0.0
     z_range: tuple[float, float] = (-1e9, 1e9)
 
-    def offset(self, inset: float) -> "ExtrudedEllipse":
+    def offset(self, inset: float) -> ExtrudedEllipse:
         """Same outline, moved inward by ``inset`` more mm."""
-        return ExtrudedEllipse(self.ax, self.ay_ant, self.ay_post, self.power, self.inset + inset,
-                               self.center_xy, self.drift_xy, self.g1, self.g2, self.z_range)
+        return ExtrudedEllipse(
+            self.ax,
+            self.ay_ant,
+            self.ay_post,
+            self.power,
+            self.inset + inset,
+            self.center_xy,
+            self.drift_xy,
+            self.g1,
+            self.g2,
+            self.z_range,
+        )
 
     def _axes(self, z):
         zz = z / np.float32(100.0)
@@ -276,7 +293,7 @@ class ExtrudedEllipse(Shape):
         dy = y - cy
         ny = np.abs(dy) / np.where(dy > 0, ay_a, ay_p)
         nx = np.abs(x - cx) / ax
-        inside = nx ** self.power + ny ** self.power <= 1.0
+        inside = nx**self.power + ny**self.power <= 1.0
         return inside & (z >= self.z_range[0]) & (z <= self.z_range[1])
 
     def bbox(self):
