@@ -22,10 +22,15 @@ def test_fedgin_abdomen_runs_in_the_flare_simulator(tmp_path):
         REPO / "jobs/fedgin_abdomen", sites, tmp_path / "ws", num_rounds=2, executor_overrides=TINY,
         echo=lines.append, timeout_s=300,
     )  # fmt: skip
-    # Progress a person can follow: both sites report both rounds.
+    # Progress a person can follow: both sites report both rounds, also as a plot.
     for site in sites:
         for r in (1, 2):
             assert any(f"round {r}/2 {site}:" in line for line in lines), lines
+        # Each site read and preprocessed its data once for the whole job, not once per round.
+        assert sum(f"{site}: " in line and "site ready" in line for line in lines) == 1
+    progress = json.loads((result.workspace / "results/progress.json").read_text())
+    assert sorted((p["site"], p["round"]) for p in progress) == sorted((s, r) for s in sites for r in (1, 2))
+    assert (result.workspace / "results/progress.png").stat().st_size > 10_000
 
     state = torch.load(result.global_model, weights_only=True)["model"]
     assert state and all(torch.isfinite(v).all() for v in state.values())

@@ -11,6 +11,9 @@ from pathlib import Path
 from fedgin.jobs import PACKAGE_DIR
 
 TASKS = ("abdomen", "heart")
+# The phantoms' CT is 96 x 96 in-plane: training at the job's 128 x 128 (chosen for real scans)
+# would cost twice the CPU time for no gain, so the demo trains at the phantoms' own size.
+DEMO_OVERRIDES = {"spatial_size": [96, 96]}
 
 
 def find_jobs_dir() -> Path:
@@ -83,7 +86,10 @@ def cmd_demo(args) -> int:
     start = time.time()
     sites = generate_phantom_dataset(args.task, ws / "data", seed=args.seed, num_workers=2)
     print(f"Phantoms generated in {time.time() - start:.0f} s under {ws / 'data'}")
-    result = simulate(job, {k: str(v) for k, v in sites.items()}, ws, num_rounds=args.rounds, threads=args.threads)
+    result = simulate(
+        job, {k: str(v) for k, v in sites.items()}, ws, num_rounds=args.rounds, threads=args.threads,
+        executor_overrides=DEMO_OVERRIDES,
+    )  # fmt: skip
     _print_result(result)
     print(f"Demo finished in {time.time() - start:.0f} s.")
     return 0

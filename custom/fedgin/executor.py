@@ -21,6 +21,7 @@ from nvflare.apis.signal import Signal
 from nvflare.app_common.app_constant import AppConstants
 
 from fedgin.data.site_data import SiteData, load_site_data
+from fedgin.progress import format_round
 from fedgin.site_config import SiteConfig, SiteConfigError, load_site_config
 from fedgin.training import TrainConfig, Trainer
 
@@ -155,12 +156,10 @@ class SegmentationExecutor(Executor):
         local = self.trainer.get_weights()
         diff = {k: local[k] - global_weights[k] for k in local}
         initial_metrics = _finite_metrics(initial)
-        self.log_info(
-            fl_ctx,
-            f"[fedgin] round {current_round + 1}/{num_rounds} {self.site_name}: "
-            f"global model val mean Dice {initial['mean_dice']:.3f}, "
-            f"local loss {stats['loss']:.4f} over {stats['steps']} steps ({time.time() - start:.1f} s)",
+        progress = format_round(
+            current_round + 1, num_rounds, self.site_name, initial["mean_dice"], stats["loss"], stats["steps"]
         )
+        self.log_info(fl_ctx, f"[fedgin] {progress} ({time.time() - start:.1f} s)")
         dxo = DXO(
             data_kind=DataKind.WEIGHT_DIFF,
             data=diff,

@@ -6,7 +6,8 @@ Workspace layout (``WS``)::
     WS/simulate/             FLARE's simulator workspace; local/fedgin_sites/<site>.json are the
                              site configs (the simulator gives every site a copy of local/)
     WS/simulator.log         FLARE's full log
-    WS/results/              dice.json, dice.md, FL_global_model.pt, cross_site_val.json
+    WS/results/              dice.json, dice.md, FL_global_model.pt, cross_site_val.json,
+                             progress.json, progress.png (Dice and loss per round)
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from fedgin.evaluation import evaluate_model, write_json
 from fedgin.executor import SIMULATOR_SITE_CONFIG_DIR
 from fedgin.jobs import build_job, job_training_config
+from fedgin.progress import parse_round, save_progress
 from fedgin.report import dice_table
 from fedgin.site_config import load_site_config, with_absolute_paths
 
@@ -66,8 +68,11 @@ def run_simulator(
     threads: int | None = None,
     echo: Callable[[str], None] | None = print,
     timeout_s: float | None = None,
-) -> None:
-    """Run FLARE's simulator in a child process (it changes the working directory and logging)."""
+) -> list[dict]:
+    """Run FLARE's simulator in a child process (it changes the working directory and logging).
+
+    Returns the sites' per-round progress records (see :mod:`fedgin.progress`).
+    """
     cmd = [
         sys.executable, "-m", "nvflare.private.fed.app.simulator.simulator", str(job),
         "-w", str(sim_workspace), "-c", ",".join(site_names), "-t", str(threads or len(site_names)),
@@ -84,6 +89,9 @@ def run_simulator(
         try:
             for line in proc.stdout:
                 log.write(line)
+                record = parse_round(line)
+                if record is not None:
+                    records.append(record)
                 match = _PROGRESS.search(line)
                 if echo and match:
                     echo(f"  [{time.time() - start:6.1f} s] {match.group(0).replace('[fedgin] ', '')}")
@@ -96,6 +104,7 @@ def run_simulator(
         rc = proc.wait()
     if rc != 0:
         raise SimulationError(f"FLARE simulator exited with code {rc}; see {log_file}")
+    return records
 
 
 def simulate(
@@ -139,7 +148,7 @@ def simulate(
     if echo:
         echo(f"Running {job.name} in the FLARE simulator: {len(sites)} sites ({', '.join(sites)}), {rounds} rounds")
     start = time.time()
-    run_simulator(job, sim_ws, list(sites), ws / "simulator.log", threads, echo, timeout_s)
+    records = run_simulator(job, sim_ws, list(sites), ws / "simulator.log", threads, echo, timeout_s)
     wall = time.time() - start
 
     model = sim_ws / GLOBAL_MODEL
@@ -150,6 +159,7 @@ def simulate(
     shutil.copy2(model, results / "FL_global_model.pt")
     cross_site = json.loads((sim_ws / CROSS_SITE).read_text()) if (sim_ws / CROSS_SITE).is_file() else {}
     write_json(results / "cross_site_val.json", cross_site)
+    save_progress(records, results)
     result = SimulationResult(ws, results / "FL_global_model.pt", cross_site, wall_time_s=wall)
     if evaluate_split:
         if echo:
