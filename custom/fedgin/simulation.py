@@ -81,6 +81,7 @@ def run_simulator(
     # torch thread pools oversubscribe the CPU and every step slows down several-fold.
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // (threads or len(site_names)))))
+    records = []
     start = time.time()
     with (
         open(log_file, "w") as log,
