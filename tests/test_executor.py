@@ -95,3 +95,23 @@ def test_site_config_is_found_in_the_sites_local_folder(tmp_path):
     assert find_site_config(tmp_path, "site-a") == tmp_path / "fedgin_sites" / "site-a.json"
     with pytest.raises(SiteConfigError, match="no site config found"):
         find_site_config(tmp_path / "fedgin_sites", "site-b")
+
+
+def test_heart_job_trains_on_heart_phantoms(tmp_path):
+    from fedgin.jobs import job_training_config
+    from fedgin.phantoms import generate_phantom_dataset
+    from helpers import REPO
+
+    sites = generate_phantom_dataset("heart", tmp_path, seed=1, size=0.4, max_cases=1)
+    organs = job_training_config(REPO / "jobs/fedgin_heart").organs
+    assert organs == ["heart"]
+    ex = SegmentationExecutor(organs=organs, **TINY)
+    ex.site_name = "site-mri"
+    ex.setup(sites["site-mri"], FLContext())  # MM-WHS-like id 500 maps to class 1
+    assert int(ex.data.train.labels.max()) == 1
+    weights = {
+        k: v.numpy() for k, v in TrainConfig.from_dict({"organs": organs, **TINY}).build_model().state_dict().items()
+    }
+    dxo = from_shareable(ex.execute("train", _task(weights), FLContext(), Signal()))
+    assert dxo.data_kind == DataKind.WEIGHT_DIFF
+    assert set(dxo.get_meta_prop(MetaKey.INITIAL_METRICS)) == {"val_mean_dice", "val_dice_heart"}
