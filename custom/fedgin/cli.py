@@ -127,6 +127,34 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_poc(args) -> int:
+    from fedgin import poc
+
+    ws = poc.PocWorkspace.at(args.workspace)
+    if args.poc_command == "run":
+        poc.run_poc(
+            args.job, _parse_sites(args.site), ws.root, num_rounds=args.rounds, executor_overrides=_gin_override(args),
+            timeout_s=args.timeout,
+        )  # fmt: skip
+    elif args.poc_command == "prepare":
+        poc.prepare(ws, _parse_sites(args.site))
+        print(f"POC workspace ready at {ws.root} (sites: {', '.join(ws.sites())})")
+    elif args.poc_command == "start":
+        poc.start(ws)
+        print("server and clients started")
+    elif args.poc_command == "submit":
+        print(poc.submit(ws, args.job, args.rounds, _gin_override(args)))
+    elif args.poc_command == "status":
+        meta = poc.follow(ws, args.job_id, timeout=args.timeout) if args.wait else poc.status(ws, args.job_id)
+        print(meta.get("status"))
+    elif args.poc_command == "download":
+        print(poc.download(ws, args.job_id, args.out))
+    elif args.poc_command == "stop":
+        poc.stop(ws)
+        print("POC system stopped")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fedgin", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -164,6 +192,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-eval", action="store_true", help="skip scoring the final model")
     gin_flags(p)
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("poc", help="run jobs in FLARE's POC mode (real processes on this machine)")
+    poc_sub = p.add_subparsers(dest="poc_command", required=True)
+    ws_help = "POC folder, outside the repository (default: $TMPDIR/fedgin_poc)"
+    for name, helptext in (
+        ("run", "prepare, start, submit, follow, download, print Dice, stop"),
+        ("prepare", "a POC workspace with these sites and their configs in local/"),
+        ("start", "start server and clients"),
+        ("submit", "build and submit a job; prints its id"),
+        ("status", "a job's status (--wait: follow it to the end)"),
+        ("download", "download a job's results"),
+        ("stop", "stop server and clients"),
+    ):
+        q = poc_sub.add_parser(name, help=helptext)
+        q.add_argument("--workspace", default=None, help=ws_help)
+        if name in ("run", "submit"):
+            q.add_argument("job", help="a job folder, e.g. jobs/fedgin_abdomen")
+            q.add_argument("--rounds", type=int, default=None)
+            gin_flags(q)
+        if name in ("run", "prepare"):
+            q.add_argument("--site", action="append", required=True, metavar="NAME=SITE_CONFIG")
+        if name in ("status", "download"):
+            q.add_argument("job_id")
+        if name in ("run", "status"):
+            q.add_argument("--timeout", type=float, default=3600)
+        if name == "status":
+            q.add_argument("--wait", action="store_true")
+        if name == "download":
+            q.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_poc)
 
     p = sub.add_parser("build-job", help="pack the fedgin code into a job for submission")
     p.add_argument("job")

@@ -1,0 +1,217 @@
+"""FLARE POC mode on one machine: real server and client processes on loopback.
+
+Steps (each also a ``python -m fedgin poc`` command): prepare the POC workspace with named sites
+and put each site's config into that site's own ``local/fedgin_site.json``; start server and
+clients; submit a built job with the admin's startup kit; follow it; download its results; stop.
+``run_poc`` does all of them and always stops the processes, also on failure or Ctrl-C.
+
+The POC workspace is never inside the repository, and the FLARE CLI's config is written to a
+private HOME inside that workspace, never to the user's own home.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedgin.evaluation import evaluate_model, write_json
+from fedgin.executor import SITE_CONFIG_NAME
+from fedgin.jobs import PACKAGE_DIR, build_job, job_training_config
+from fedgin.progress import parse_round
+from fedgin.report import dice_table
+from fedgin.site_config import load_site_config, with_absolute_paths
+
+ADMIN = "admin@nvidia.com"
+DEFAULT_WORKSPACE = Path(tempfile.gettempdir()) / "fedgin_poc"
+REPO_ROOT = PACKAGE_DIR.parent.parent
+
+
+class PocError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class PocWorkspace:
+    """Our POC folder: ``poc/`` is FLARE's POC workspace, ``home/`` the CLI's private HOME."""
+
+    root: Path
+
+    @classmethod
+    def at(cls, root: str | Path | None = None) -> PocWorkspace:
+        root = Path(root or DEFAULT_WORKSPACE).expanduser().resolve()
+        if root == REPO_ROOT or REPO_ROOT in root.parents:
+            raise PocError(f"the POC workspace {root} is inside the repository {REPO_ROOT}: choose a folder outside it")
+        return cls(root)
+
+    @property
+    def prod(self) -> Path:
+        return self.root / "poc" / "example_project" / "prod_00"
+
+    @property
+    def admin_kit(self) -> Path:
+        return self.prod / ADMIN
+
+    def sites(self) -> list[str]:
+        return sorted(p.parent.parent.name for p in self.prod.glob("*/local/" + SITE_CONFIG_NAME))
+
+    def env(self) -> dict:
+        env = dict(os.environ)
+        env["HOME"] = str(self.root / "home")
+        env["NVFLARE_POC_WORKSPACE"] = str(self.root / "poc")
+        return env
+
+
+def nvflare(ws: PocWorkspace, *args: str, timeout: float = 300) -> str:
+    """Run the ``nvflare`` CLI against this workspace; raises with its output on failure."""
+    (ws.root / "home").mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "nvflare.cli", *args], env=ws.env(), capture_output=True, text=True, timeout=timeout
+    )
+    if proc.returncode != 0:
+        raise PocError(f"`nvflare {' '.join(args)}` failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc.stdout
+
+
+def prepare(ws: PocWorkspace, sites: Mapping[str, str | Path]) -> None:
+    """A fresh POC workspace with these site names; each site config into that site's ``local/``."""
+    for path in sites.values():
+        load_site_config(path)  # fail before anything starts, naming the file
+    nvflare(ws, "poc", "prepare", "-c", *sites, "--force")
+    for name, path in sites.items():
+        local = ws.prod / name / "local"
+        (local / SITE_CONFIG_NAME).write_text(json.dumps(with_absolute_paths(path), indent=2) + "\n")
+
+
+def start(ws: PocWorkspace) -> None:
+    """Start the server and the clients (no admin console) and wait until they are ready."""
+    if not ws.prod.is_dir():
+        raise PocError(f"no POC workspace at {ws.root}: run prepare first")
+    nvflare(ws, "poc", "start", "-ex", ADMIN)
+
+
+def stop(ws: PocWorkspace) -> None:
+    """Stop every POC process of this workspace (safe to call when nothing runs)."""
+    if ws.prod.is_dir():
+        try:
+            nvflare(ws, "poc", "stop", timeout=120)
+        except PocError:
+            pass
+
+
+def session(ws: PocWorkspace):
+    from nvflare.fuel.flare_api.flare_api import new_secure_session
+
+    return new_secure_session(ADMIN, str(ws.admin_kit), timeout=30.0)
+
+
+def submit(ws: PocWorkspace, job_dir: str | Path, num_rounds: int | None = None, executor_overrides=None) -> str:
+    """Build the job (our code in app/custom) and submit it as the POC admin; returns the job id."""
+    built = build_job(
+        job_dir, ws.root / "jobs" / Path(job_dir).name, num_rounds, min_clients=len(ws.sites()) or None,
+        executor_overrides=executor_overrides,
+    )  # fmt: skip
+    sess = session(ws)
+    try:
+        return sess.submit_job(str(built))
+    finally:
+        sess.close()
+
+
+def status(ws: PocWorkspace, job_id: str) -> dict:
+    sess = session(ws)
+    try:
+        return sess.get_job_meta(job_id)
+    finally:
+        sess.close()
+
+
+def follow(ws: PocWorkspace, job_id: str, echo: Callable[[str], None] | None = print, timeout: float = 0) -> dict:
+    """Wait for the job to end, echoing status changes and the sites' round lines; returns its meta."""
+    from nvflare.fuel.flare_api.api_spec import MonitorReturnCode
+
+    seen: dict[Path, int] = {}
+    last_status = [None]
+    start_time = time.time()
+
+    def on_poll(sess, job_id, job_meta, *args):
+        if echo:
+            state = job_meta.get("status")
+            if state != last_status[0]:
+                echo(f"  [{time.time() - start_time:6.1f} s] job {job_id[:8]}: {state}")
+                last_status[0] = state
+            for log in sorted(ws.prod.glob(f"*/{job_id}/log.txt")):
+                lines = log.read_text(errors="replace").splitlines()
+                for line in lines[seen.get(log, 0) :]:
+                    record = parse_round(line)
+                    if record:
+                        echo(f"  [{time.time() - start_time:6.1f} s] round {record['round']}/{record['rounds']} "
+                             f"{record['site']}: val Dice {record['val_mean_dice']:.3f}, loss {record['loss']:.4f}")  # fmt: skip
+                seen[log] = len(lines)
+        return True
+
+    sess = session(ws)
+    try:
+        rc, meta = sess.monitor_job_and_return_job_meta(job_id, timeout=timeout, poll_interval=1.0, cb=on_poll)
+    finally:
+        sess.close()
+    if rc == MonitorReturnCode.TIMEOUT:
+        raise PocError(f"job {job_id} did not finish within {timeout} s")
+    return meta
+
+
+def download(ws: PocWorkspace, job_id: str, out_dir: str | Path) -> Path:
+    """Download the job's results; returns the folder holding ``workspace/app_server/``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sess = session(ws)
+    try:
+        return Path(sess.download_job_result(job_id, str(out_dir)))
+    finally:
+        sess.close()
+
+
+def run_poc(
+    job_dir: str | Path,
+    sites: Mapping[str, str | Path],
+    workspace: str | Path | None = None,
+    num_rounds: int | None = None,
+    executor_overrides: dict | None = None,
+    evaluate_split: str | None = "test",
+    echo: Callable[[str], None] | None = print,
+    timeout_s: float = 3600,
+) -> dict:
+    """The whole POC flow; always stops the processes. Returns a summary with the results' paths."""
+    ws = PocWorkspace.at(workspace)
+    say = echo or (lambda _: None)
+    say(f"Preparing the POC workspace {ws.root} for {', '.join(sites)} ...")
+    prepare(ws, sites)
+    try:
+        say("Starting server and clients ...")
+        start(ws)
+        job_id = submit(ws, job_dir, num_rounds, executor_overrides)
+        say(f"Submitted {Path(job_dir).name} as job {job_id}")
+        meta = follow(ws, job_id, echo, timeout_s)
+        if meta.get("status") != "FINISHED:COMPLETED":
+            raise PocError(f"job {job_id} ended as {meta.get('status')}; logs under {ws.prod}")
+        result_dir = download(ws, job_id, ws.root / "results")
+    finally:
+        say("Stopping the POC system ...")
+        stop(ws)
+    model = result_dir / "workspace" / "app_server" / "FL_global_model.pt"
+    summary = {"job_id": job_id, "results": str(result_dir), "global_model": str(model)}
+    if evaluate_split:
+        config = job_training_config(model.parent)
+        dice = {name: evaluate_model(model, path, split=evaluate_split, config=config) for name, path in sites.items()}
+        write_json(ws.root / "results" / "dice.json", dice)
+        table = dice_table(dice, title=f"Dice of the final global model (POC job {job_id[:8]}, {evaluate_split} split)")
+        (ws.root / "results" / "dice.md").write_text(table)
+        summary["dice"] = dice
+        say("\n" + table)
+    return summary

@@ -1,0 +1,56 @@
+"""POC mode for real: server and client processes on loopback, a job submitted with the admin kit."""
+
+import json
+import socket
+
+import pytest
+import torch
+
+from helpers import ABDOMEN, REPO
+from fedgin.phantoms import generate_phantom_dataset
+from fedgin.poc import PocError, PocWorkspace, run_poc
+
+TINY = {"spatial_size": [32, 32], "model": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1}}
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_workspace_inside_the_repo_is_refused():
+    with pytest.raises(PocError, match="inside the repository"):
+        PocWorkspace.at(REPO / "poc_ws")
+
+
+@pytest.mark.poc
+def test_full_poc_flow(tmp_path):
+    if not _port_free(8002):
+        pytest.skip("port 8002 (FLARE POC server) is taken on this machine")
+    sites = generate_phantom_dataset("abdomen", tmp_path / "data", seed=4, size=0.5, max_cases=1)
+    lines = []
+    summary = run_poc(
+        REPO / "jobs/fedgin_abdomen", sites, tmp_path / "pocws", num_rounds=2, executor_overrides=TINY,
+        echo=lines.append, timeout_s=400,
+    )  # fmt: skip
+    assert any("FINISHED:COMPLETED" in line for line in lines), lines
+    assert any("round 2/2 site-mri" in line for line in lines), lines
+    state = torch.load(summary["global_model"], weights_only=True)["model"]
+    assert all(torch.isfinite(v).all() for v in state.values())
+    cross = json.loads(
+        (tmp_path / "pocws/results" / summary["job_id"] / "workspace/cross_site_val/cross_val_results.json").read_text()
+    )
+    assert set(cross) == set(sites)
+    assert list(summary["dice"]["site-ct"]["dice"]) == ABDOMEN
+    # Each site found its config in its own local/ folder; no data path reached the server or the results.
+    ws = PocWorkspace.at(tmp_path / "pocws")
+    for site in sites:
+        assert (ws.prod / site / "local/fedgin_site.json").is_file()
+    server_logs = "".join(p.read_text(errors="replace") for p in (ws.prod / "server").rglob("log*.txt"))
+    downloaded = "".join(
+        p.read_text(errors="replace") for p in (tmp_path / "pocws/results").rglob("*") if p.suffix in (".txt", ".json")
+    )
+    for text in (server_logs, downloaded):
+        assert str(tmp_path / "data") not in text and ".nii.gz" not in text
+    # The processes are gone and the port is free again.
+    assert _port_free(8002)
