@@ -5,10 +5,9 @@ import socket
 
 import pytest
 import torch
-
-from helpers import ABDOMEN, REPO
 from fedgin.phantoms import generate_phantom_dataset
 from fedgin.poc import PocError, PocWorkspace, run_poc
+from helpers import ABDOMEN, REPO
 
 TINY = {"spatial_size": [32, 32], "model": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1}}
 

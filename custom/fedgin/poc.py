@@ -151,8 +151,11 @@ def follow(ws: PocWorkspace, job_id: str, echo: Callable[[str], None] | None = p
                 for line in lines[seen.get(log, 0) :]:
                     record = parse_round(line)
                     if record:
-                        echo(f"  [{time.time() - start_time:6.1f} s] round {record['round']}/{record['rounds']} "
-                             f"{record['site']}: val Dice {record['val_mean_dice']:.3f}, loss {record['loss']:.4f}")  # fmt: skip
+                        r = record
+                        echo(
+                            f"  [{time.time() - start_time:6.1f} s] round {r['round']}/{r['rounds']} {r['site']}: "
+                            f"val Dice {r['val_mean_dice']:.3f}, loss {r['loss']:.4f}"
+                        )
                 seen[log] = len(lines)
         return True
 
