@@ -80,6 +80,22 @@ def test_abort_signal_stops_training(executor):
     assert result.get_return_code() == ReturnCode.TASK_ABORTED
 
 
+def test_abort_between_training_steps(executor):
+    """An abort that arrives during local training stops it at the next step."""
+    signal, steps = Signal(), []
+    original = executor.trainer.optimizer.step
+
+    def step_then_abort(*args, **kwargs):
+        steps.append(1)
+        signal.trigger("stop")
+        return original(*args, **kwargs)
+
+    executor.trainer.optimizer.step = step_then_abort
+    result = executor.execute("train", _task(_global_weights()), FLContext(), signal)
+    assert result.get_return_code() == ReturnCode.TASK_ABORTED
+    assert len(steps) == 1 < len(executor.data.train) // 8
+
+
 def test_mismatched_global_model_is_reported_not_raised(executor):
     weights = _global_weights()
     weights.pop(next(iter(weights)))

@@ -1,6 +1,7 @@
 """Job definitions in jobs/ and the build step that packs our code into them."""
 
 import hashlib
+import inspect
 import json
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from fedgin.jobs import (
     persistor_model_args,
     server_model_args,
 )
+from fedgin.model import SegmentationUNet
 from fedgin.training import TrainConfig
 from helpers import REPO
 
@@ -38,10 +40,15 @@ def test_job_definition_is_consistent(name):
     server = json.loads((job / SERVER_CONFIG).read_text())
     client = json.loads((job / CLIENT_CONFIG).read_text())
     cfg = TrainConfig.from_dict(executor_args(client))
-    # The server's initial model and the sites' model are the same architecture.
-    model_args = server_model_args(server)
+    # The server's initial model and the sites' model are the same architecture (a key the server
+    # config leaves out takes SegmentationUNet's default).
+    defaults = {k: p.default for k, p in inspect.signature(SegmentationUNet).parameters.items()}
+    model_args = {**defaults, **server_model_args(server)}
     expected = persistor_model_args(cfg)
-    assert {k: model_args.get(k, expected[k]) for k in expected} == expected
+    assert {k: json.loads(json.dumps(model_args[k])) for k in expected} == expected
+    # Only global models go into cross-site evaluation: a site's own weights would leave unfiltered.
+    cross_site = next(w for w in server["workflows"] if w["id"] == "cross_site_validate")
+    assert cross_site["args"]["submit_model_task_name"] == ""
     assert cfg.gin.enabled == name.startswith("fedgin")
     aggregator = next(c for c in server["components"] if c["id"] == "aggregator")
     assert aggregator["args"]["expected_data_kind"] == "WEIGHT_DIFF"

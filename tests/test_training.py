@@ -12,15 +12,19 @@ TINY_MODEL = {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1}
 
 
 def _blobs(n, size, dims, seed=0):
-    """Bright squares/cubes (class 1) on noise: learnable in a few steps."""
+    """Bright boxes (class 1) on noise, each axis with its own offset and length: learnable in a few
+    steps, and not symmetric under swapping axes, so a transposed prediction would score badly."""
     g = torch.Generator().manual_seed(seed)
     images = torch.rand((n, 1) + (size,) * dims, generator=g) * 0.2
     labels = torch.zeros((n, 1) + (size,) * dims, dtype=torch.uint8)
     for i in range(n):
-        lo = int(torch.randint(0, size // 2, (1,), generator=g))
-        region = (i, 0) + (slice(lo, lo + size // 3),) * dims
-        images[region] += 0.8
-        labels[region] = 1
+        region = [i, 0]
+        for axis in range(dims):
+            length = size // 4 + axis * size // 4
+            lo = int(torch.randint(0, size - length, (1,), generator=g))
+            region.append(slice(lo, lo + length))
+        images[tuple(region)] += 0.8
+        labels[tuple(region)] = 1
     return TrainSamples(images, labels)
 
 

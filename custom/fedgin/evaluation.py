@@ -54,12 +54,12 @@ def evaluate_model(
         ``{"modality", "split", "n_volumes", "dice": {organ: value}, "mean_dice", "per_volume": [[...]]}``;
         organs the site does not label are left out.
     """
+    if split not in ("validation", "test"):
+        raise ValueError(f"evaluate the 'validation' or 'test' split, not {split!r}")
     config = config or training_config_for(model_path, job_dir)
     site = load_site_config(site_config)
     data = load_site_data(site, config.organs, config.spatial_size, config.model.spatial_dims, splits=(split,))
     volumes = data.validation if split == "validation" else data.test
-    if split == "training":
-        raise ValueError("evaluate the 'validation' or 'test' split")
     trainer = Trainer(config, device=device)
     trainer.set_weights(load_weights(model_path))
     per_volume = dice_per_volume(trainer, volumes)

@@ -87,7 +87,9 @@ class SegmentationExecutor(Executor):
                 self.setup(find_site_config(local_dir, self.site_name), fl_ctx)
             except Exception as e:  # keep the site alive; every task then reports the failure
                 self.setup_error = f"{type(e).__name__}: {e}"
-                self.log_error(fl_ctx, f"[fedgin] {self.site_name} cannot start: {self.setup_error}")
+                # The message names data files: log it here only. fire_event=True would hand it to
+                # FLARE's error collector, which the server's admins can read.
+                self.log_error(fl_ctx, f"[fedgin] {self.site_name} cannot start: {self.setup_error}", fire_event=False)
 
     def setup(self, site_config: str | Path, fl_ctx: FLContext):
         """Read the site config, load and cache the site's data once, build the trainer."""
@@ -126,7 +128,7 @@ class SegmentationExecutor(Executor):
                 return self._validate(shareable, fl_ctx, abort_signal)
             if task_name == self.submit_model_task_name:
                 return self._submit_model(fl_ctx)
-            self.log_error(fl_ctx, f"[fedgin] unknown task {task_name!r}")
+            self.log_error(fl_ctx, f"[fedgin] unknown task {task_name!r}", fire_event=False)
             return make_reply(ReturnCode.TASK_UNKNOWN)
         except Exception as e:
             self.log_exception(fl_ctx, f"[fedgin] {self.site_name}: task {task_name} failed: {type(e).__name__}: {e}")

@@ -1,7 +1,8 @@
 """Per-round progress: the line a site logs after local training, read back into a plot.
 
-Sites report through FLARE's log (the only channel a simulator, POC or production run shares), so
-the format and its parser live together here. The line holds aggregate numbers only.
+Sites write it to their FLARE log; the simulator and POC runner read the logs on this machine, so
+the format and its parser live together here. The line holds aggregate numbers only. (In a real
+deployment the server cannot read site logs; FLARE's analytics streaming would be the channel.)
 """
 
 from __future__ import annotations

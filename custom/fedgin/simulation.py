@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -87,6 +88,10 @@ def run_simulator(
         open(log_file, "w") as log,
         subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env) as proc,
     ):
+        # A watchdog, so a simulator that hangs without printing still ends at the timeout.
+        watchdog = threading.Timer(timeout_s, proc.kill) if timeout_s else None
+        if watchdog:
+            watchdog.start()
         try:
             for line in proc.stdout:
                 log.write(line)
@@ -96,13 +101,15 @@ def run_simulator(
                 match = _PROGRESS.search(line)
                 if echo and match:
                     echo(f"  [{time.time() - start:6.1f} s] {match.group(0).replace('[fedgin] ', '')}")
-                if timeout_s and time.time() - start > timeout_s:
-                    proc.kill()
-                    raise SimulationError(f"simulator exceeded {timeout_s} s; see {log_file}")
         except BaseException:
             proc.kill()
             raise
+        finally:
+            if watchdog:
+                watchdog.cancel()
         rc = proc.wait()
+        if timeout_s and time.time() - start > timeout_s:
+            raise SimulationError(f"simulator exceeded {timeout_s} s and was stopped; see {log_file}")
     if rc != 0:
         raise SimulationError(f"FLARE simulator exited with code {rc}; see {log_file}")
     return records

@@ -215,15 +215,15 @@ class Trainer:
 
 def dice_per_volume(trainer: Trainer, volumes: Sequence[EvalVolume]) -> np.ndarray:
     """(n_volumes, n_organs) Dice; NaN where an organ is absent from a volume's label."""
-    n = trainer.config.num_classes
-    metric = DiceMetric(include_background=False, reduction="none", ignore_empty=True)
+    # Label maps in, one-hot done per class inside MONAI: a full-size int64 one-hot of a 512 x 512 x 300
+    # CT would take gigabytes.
+    metric = DiceMetric(include_background=False, reduction="none", ignore_empty=True,
+                        num_classes=trainer.config.num_classes)  # fmt: skip
     rows = []
     for volume in volumes:
         pred = trainer.predict(volume)
-        onehot_pred = F.one_hot(pred.long(), n).movedim(-1, 0)[None]
-        onehot_true = F.one_hot(volume.label[0].long(), n).movedim(-1, 0)[None]
-        rows.append(metric(onehot_pred, onehot_true)[0].numpy())
-    return np.stack(rows) if rows else np.full((0, n - 1), np.nan)
+        rows.append(metric(pred[None, None], volume.label[None])[0].numpy())
+    return np.stack(rows) if rows else np.full((0, len(trainer.config.organs)), np.nan)
 
 
 def summarize_dice(per_volume: np.ndarray, all_organs: Sequence[str], organs: Sequence[str] | None = None) -> dict:
