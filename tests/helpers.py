@@ -29,3 +29,7 @@ def write_site(root: Path, modality: str, splits: dict[str, list[tuple[str, str]
     cfg = {"modality": modality, "data_root": ".", "datalist": "datalist.json", "labels": labels, **extra}
     (root / "site_config.json").write_text(json.dumps(cfg))
     return root / "site_config.json"
+
+
+# Executor overrides for a tiny, fast model in tests that run real FLARE jobs.
+TINY_TRAINING = {"spatial_size": [32, 32], "model": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1}}

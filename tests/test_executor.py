@@ -5,15 +5,14 @@ import pytest
 from fedgin.executor import SegmentationExecutor, find_site_config
 from fedgin.site_config import SiteConfigError
 from fedgin.training import TrainConfig
-from helpers import ABDOMEN
+from helpers import ABDOMEN, TINY_TRAINING
 from nvflare.apis.dxo import DXO, DataKind, MetaKey, from_shareable
 from nvflare.apis.fl_constant import ReturnCode
 from nvflare.apis.fl_context import FLContext
 from nvflare.apis.signal import Signal
 from nvflare.app_common.app_constant import AppConstants
 
-TINY = {"spatial_size": [32, 32], "model": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1},
-        "batch_size": 8, "gin": {"enabled": True}}  # fmt: skip
+TINY = {**TINY_TRAINING, "batch_size": 8, "gin": {"enabled": True}}
 
 
 def _global_weights() -> dict:

@@ -7,9 +7,7 @@ import pytest
 import torch
 from fedgin.phantoms import generate_phantom_dataset
 from fedgin.poc import PocError, PocWorkspace, run_poc
-from helpers import ABDOMEN, REPO
-
-TINY = {"spatial_size": [32, 32], "model": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1}}
+from helpers import ABDOMEN, REPO, TINY_TRAINING
 
 
 def _port_free(port: int) -> bool:
@@ -29,7 +27,7 @@ def test_full_poc_flow(tmp_path):
     sites = generate_phantom_dataset("abdomen", tmp_path / "data", seed=4, size=0.5, max_cases=1)
     lines = []
     summary = run_poc(
-        REPO / "jobs/fedgin_abdomen", sites, tmp_path / "pocws", num_rounds=2, executor_overrides=TINY,
+        REPO / "jobs/fedgin_abdomen", sites, tmp_path / "pocws", num_rounds=2, executor_overrides=TINY_TRAINING,
         echo=lines.append, timeout_s=400,
     )  # fmt: skip
     assert any("FINISHED:COMPLETED" in line for line in lines), lines

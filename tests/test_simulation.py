@@ -9,9 +9,7 @@ import torch
 from fedgin.cli import main
 from fedgin.phantoms import generate_phantom_dataset
 from fedgin.simulation import simulate
-from helpers import ABDOMEN, REPO
-
-TINY = {"spatial_size": [32, 32], "model": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1}}
+from helpers import ABDOMEN, REPO, TINY_TRAINING
 
 
 @pytest.mark.simulator
@@ -19,7 +17,7 @@ def test_fedgin_abdomen_runs_in_the_flare_simulator(tmp_path):
     sites = generate_phantom_dataset("abdomen", tmp_path / "data", seed=3, size=0.5, max_cases=1)
     lines = []
     result = simulate(
-        REPO / "jobs/fedgin_abdomen", sites, tmp_path / "ws", num_rounds=2, executor_overrides=TINY,
+        REPO / "jobs/fedgin_abdomen", sites, tmp_path / "ws", num_rounds=2, executor_overrides=TINY_TRAINING,
         echo=lines.append, timeout_s=300,
     )  # fmt: skip
     # Progress a person can follow: both sites report both rounds, also as a plot.
