@@ -58,6 +58,14 @@ def test_fedgin_abdomen_runs_in_the_flare_simulator(tmp_path):
     assert main(["evaluate", "--model", str(model), "--site-config", str(sites["site-mri"]), "--out", str(out)]) == 0
     assert json.loads(out.read_text())["dice"] == dice["site-mri"]["dice"]
 
+    # A seed reproduces a run: the same job on the same data gives the same global model.
+    again = simulate(
+        REPO / "jobs/fedgin_abdomen", sites, tmp_path / "ws2", num_rounds=2, executor_overrides=TINY_TRAINING,
+        evaluate_split=None, echo=None, timeout_s=300,
+    )  # fmt: skip
+    state_again = torch.load(again.global_model, weights_only=True)["model"]
+    assert all(torch.equal(v, state_again[k]) for k, v in state.items())
+
     # The privacy filter ran on every outgoing update: 2 sites x 2 rounds.
     for site in sites:
         site_log = (result.workspace / f"simulate/{site}/log.txt").read_text()

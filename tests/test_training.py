@@ -86,3 +86,17 @@ def test_unknown_training_option_is_named():
         TrainConfig.from_dict({"organs": ["liver"], "learning_rate": 1})
     with pytest.raises(ValueError, match="spatial_size"):
         TrainConfig.from_dict({"organs": ["liver"], "spatial_size": [32, 32, 32]})
+
+
+def test_initial_model_is_seeded_and_leaves_the_global_rng_alone():
+    from fedgin.model import SegmentationUNet
+
+    torch.manual_seed(123)
+    expected_next = torch.rand(1)
+    torch.manual_seed(123)
+    a, b = SegmentationUNet(3, init_seed=7), SegmentationUNet(3, init_seed=7)
+    assert torch.equal(torch.rand(1), expected_next)
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, b.state_dict()[k])
+    c = SegmentationUNet(3, init_seed=8)
+    assert any(not torch.equal(v, c.state_dict()[k]) for k, v in a.state_dict().items())

@@ -120,6 +120,7 @@ def persistor_model_args(config) -> dict:
         "strides": list(m.strides),
         "num_res_units": m.num_res_units,
         "dropout": m.dropout,
+        "init_seed": config.seed,
     }
 
 

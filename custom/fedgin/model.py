@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from monai.networks.nets import UNet
 
-DEFAULT_CHANNELS = (16, 32, 64, 128, 256)
-DEFAULT_STRIDES = (2, 2, 2, 2)
+DEFAULT_CHANNELS = (16, 32, 64, 128)
+DEFAULT_STRIDES = (2, 2, 2)
 
 
 class SegmentationUNet(UNet):
@@ -23,21 +24,27 @@ class SegmentationUNet(UNet):
         spatial_dims: int = 2,
         channels: Sequence[int] = DEFAULT_CHANNELS,
         strides: Sequence[int] = DEFAULT_STRIDES,
-        num_res_units: int = 2,
+        num_res_units: int = 1,
         dropout: float = 0.0,
+        init_seed: int | None = 0,
     ):
         if num_classes < 2:
             raise ValueError(f"num_classes counts the background too and must be >= 2, got {num_classes}")
         if len(strides) != len(channels) - 1:
             raise ValueError(f"need len(strides) == len(channels) - 1, got {list(channels)} and {list(strides)}")
-        super().__init__(
-            spatial_dims=spatial_dims,
-            in_channels=1,
-            out_channels=num_classes,
-            channels=tuple(channels),
-            strides=tuple(strides),
-            num_res_units=num_res_units,
-            norm="INSTANCE",
-            dropout=dropout,
-        )
+        # The server builds the initial global model: seed its weights so a seed reproduces a run,
+        # without touching the caller's global RNG.
+        with torch.random.fork_rng(enabled=init_seed is not None):
+            if init_seed is not None:
+                torch.manual_seed(init_seed)
+            super().__init__(
+                spatial_dims=spatial_dims,
+                in_channels=1,
+                out_channels=num_classes,
+                channels=tuple(channels),
+                strides=tuple(strides),
+                num_res_units=num_res_units,
+                norm="INSTANCE",
+                dropout=dropout,
+            )
         self.num_classes = num_classes

@@ -45,7 +45,7 @@ class ModelConfig:
     spatial_dims: int = 2
     channels: tuple[int, ...] = DEFAULT_CHANNELS
     strides: tuple[int, ...] = DEFAULT_STRIDES
-    num_res_units: int = 2
+    num_res_units: int = 1
     dropout: float = 0.0
 
 
@@ -106,6 +106,7 @@ class TrainConfig:
             strides=m.strides,
             num_res_units=m.num_res_units,
             dropout=m.dropout,
+            init_seed=self.seed,
         )
 
 
@@ -119,7 +120,6 @@ class Trainer:
     def __init__(self, config: TrainConfig, device: torch.device | str | None = None):
         self.config = config
         self.device = torch.device(device) if device is not None else default_device()
-        torch.manual_seed(config.seed)  # weight init of a fresh model; FL overwrites it anyway
         self.model = config.build_model().to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
