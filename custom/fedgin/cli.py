@@ -155,6 +155,17 @@ def cmd_poc(args) -> int:
     return 0
 
 
+def cmd_provision(args) -> int:
+    from fedgin.provisioning import DEFAULT_PROJECT, provision
+
+    kits = provision(args.out, args.project or DEFAULT_PROJECT)
+    print(f"startup kits written to {kits}:")
+    for kit in sorted(p.name for p in kits.iterdir() if p.is_dir()):
+        print(f"  {kit}")
+    print("Give each participant its own kit; see poc/README.md (site operators).")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fedgin", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -222,6 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "download":
             q.add_argument("--out", required=True)
     p.set_defaults(func=cmd_poc)
+
+    p = sub.add_parser("provision", help="startup kits (mTLS) for a real federation, from poc/project.yml")
+    p.add_argument("--out", required=True, help="folder for the kits, outside the repository")
+    p.add_argument("--project", default=None, help="project.yml (default: poc/project.yml)")
+    p.set_defaults(func=cmd_provision)
 
     p = sub.add_parser("build-job", help="pack the fedgin code into a job for submission")
     p.add_argument("job")
