@@ -44,9 +44,6 @@ class SiteConfig:
     site_name: str | None = None
     normalization: dict = field(default_factory=dict)
 
-    def label_ids(self, organ: str) -> tuple[int, ...]:
-        return self.labels[organ]
-
     def missing_organs(self, organs: list[str]) -> list[str]:
         return [o for o in organs if o not in self.labels]
 

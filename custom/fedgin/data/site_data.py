@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -48,7 +48,6 @@ class EvalVolume:
 
     image: torch.Tensor  # (1, S, S, D) for 2D jobs, (1, S, S, S) for 3D jobs
     label: torch.Tensor  # (1, H, W, D) class indices
-    name: str = field(default="", repr=False)  # stays on the site: never put into metrics or logs sent out
 
 
 @dataclass
@@ -170,7 +169,7 @@ def load_site_data(
             else:
                 label = d["label"].as_tensor().to(torch.uint8)
                 d = resize_image(d)
-                volume = EvalVolume(image=d["image"].as_tensor().float(), label=label, name=case["image"])
+                volume = EvalVolume(image=d["image"].as_tensor().float(), label=label)
                 (validation if split == "validation" else test).append(volume)
             if progress:
                 progress(f"{split} {i + 1}/{len(cases)}")
