@@ -1,10 +1,12 @@
 """POC mode for real: server and client processes on loopback, a job submitted with the admin kit."""
 
 import json
+import re
 import socket
 
 import pytest
 import torch
+from fedgin.jobs import CLIENT_CONFIG, build_job
 from fedgin.phantoms import generate_phantom_dataset
 from fedgin.poc import PocError, PocWorkspace, run_poc
 from helpers import ABDOMEN, REPO, TINY_TRAINING
@@ -25,9 +27,14 @@ def test_full_poc_flow(tmp_path):
     if not _port_free(8002):
         pytest.skip("port 8002 (FLARE POC server) is taken on this machine")
     sites = generate_phantom_dataset("abdomen", tmp_path / "data", seed=4, size=0.5, max_cases=1)
+    # A job that "forgets" its privacy filter: the sites' privacy.json scope must filter anyway.
+    job = build_job(REPO / "jobs/fedgin_abdomen", tmp_path / "job_without_filter" / "fedgin_abdomen")
+    client = json.loads((job / CLIENT_CONFIG).read_text())
+    client["task_result_filters"] = []
+    (job / CLIENT_CONFIG).write_text(json.dumps(client))
     lines = []
     summary = run_poc(
-        REPO / "jobs/fedgin_abdomen", sites, tmp_path / "pocws", num_rounds=2, executor_overrides=TINY_TRAINING,
+        job, sites, tmp_path / "pocws", num_rounds=2, executor_overrides=TINY_TRAINING,
         echo=lines.append, timeout_s=400,
     )  # fmt: skip
     assert any("FINISHED:COMPLETED" in line for line in lines), lines
@@ -43,6 +50,8 @@ def test_full_poc_flow(tmp_path):
     ws = PocWorkspace.at(tmp_path / "pocws")
     for site in sites:
         assert (ws.prod / site / "local/fedgin_site.json").is_file()
+        site_log = (ws.prod / site / summary["job_id"] / "log.txt").read_text()
+        assert len(re.findall(r"PercentilePrivacy.*Max abs delta_w", site_log)) == 2  # site scope, both rounds
     server_logs = "".join(p.read_text(errors="replace") for p in (ws.prod / "server").rglob("log*.txt"))
     downloaded = "".join(
         p.read_text(errors="replace") for p in (tmp_path / "pocws/results").rglob("*") if p.suffix in (".txt", ".json")

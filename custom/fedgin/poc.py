@@ -29,6 +29,9 @@ from fedgin.report import dice_table
 from fedgin.site_config import load_site_config, with_absolute_paths
 
 ADMIN = "admin@nvidia.com"
+# Site-enforced privacy: every site's local/privacy.json makes its default scope filter every
+# outgoing train result, whatever the job's own config says.
+PRIVACY_POLICY = PACKAGE_DIR.parent.parent / "poc" / "privacy.json"
 DEFAULT_WORKSPACE = Path(tempfile.gettempdir()) / "fedgin_poc"
 REPO_ROOT = PACKAGE_DIR.parent.parent
 
@@ -79,14 +82,25 @@ def nvflare(ws: PocWorkspace, *args: str, timeout: float = 300) -> str:
     return proc.stdout
 
 
-def prepare(ws: PocWorkspace, sites: Mapping[str, str | Path]) -> None:
-    """A fresh POC workspace with these site names; each site config into that site's ``local/``."""
+def prepare(
+    ws: PocWorkspace, sites: Mapping[str, str | Path], privacy_policy: str | Path | None = PRIVACY_POLICY
+) -> None:
+    """A fresh POC workspace with these site names; each site config into that site's ``local/``.
+
+    ``privacy_policy`` (default ``poc/privacy.json``) goes to every participant's
+    ``local/privacy.json``; None leaves the sites without one.
+    """
     for path in sites.values():
         load_site_config(path)  # fail before anything starts, naming the file
     nvflare(ws, "poc", "prepare", "-c", *sites, "--force")
     for name, path in sites.items():
         local = ws.prod / name / "local"
         (local / SITE_CONFIG_NAME).write_text(json.dumps(with_absolute_paths(path), indent=2) + "\n")
+    if privacy_policy is not None:
+        policy = Path(privacy_policy).read_text()
+        json.loads(policy)  # a broken policy must fail here, not inside FLARE
+        for name in [*sites, "server"]:  # the server needs the scope names
+            (ws.prod / name / "local" / "privacy.json").write_text(policy)
 
 
 def start(ws: PocWorkspace) -> None:
