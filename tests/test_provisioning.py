@@ -4,14 +4,16 @@ kits (mTLS on loopback), a job submitted with the admin kit."""
 import json
 import socket
 import time
+from pathlib import Path
 
 import pytest
-from fedgin.jobs import build_job
+from fedgin import admin
+from fedgin.admin import session
+from fedgin.cli import main
 from fedgin.phantoms import generate_phantom_dataset
 from fedgin.poc import PocError
 from fedgin.provisioning import (
     DEFAULT_PROJECT,
-    admin_session,
     connected_clients,
     install_site_config,
     kill,
@@ -35,7 +37,7 @@ def test_kits_are_never_written_into_the_repo():
 
 
 @pytest.mark.poc
-def test_provisioned_federation_runs_a_job(tmp_path):
+def test_provisioned_federation_runs_a_job(tmp_path, capsys):
     if not _port_free(PORT):
         pytest.skip(f"port {PORT} (the provisioned server) is taken on this machine")
     kits = provision(tmp_path / "kits", DEFAULT_PROJECT)
@@ -53,20 +55,32 @@ def test_provisioned_federation_runs_a_job(tmp_path):
     try:
         time.sleep(5)
         procs += [start_participant(kits / s, tmp_path / f"{s}.out") for s in ("site-ct-a", "site-mri-b")]
-        job = build_job(REPO / "jobs/fedgin_abdomen", tmp_path / "job", num_rounds=2, min_clients=2,
-                        executor_overrides=TINY_TRAINING)  # fmt: skip
-        sess = admin_session(kits / "admin@fedgin.org")
+        admin_kit = kits / "admin@fedgin.org"
+        sess = session(admin_kit)
         try:
             deadline = time.time() + 60
             while len(connected_clients(sess)) < 2 and time.time() < deadline:
                 time.sleep(1)
-            job_id = sess.submit_job(str(job))
-            _, meta = sess.monitor_job_and_return_job_meta(job_id, timeout=300, poll_interval=2)
-            assert meta["status"] == "FINISHED:COMPLETED"
-            result = sess.download_job_result(job_id, str(tmp_path / "download"))
         finally:
             sess.close()
-        assert (tmp_path / "download" / job_id / "workspace/app_server/FL_global_model.pt").is_file(), result
+        # The admin's one command: build, submit, follow, download, cross-site Dice table.
+        lines = []
+        run = admin.run_job(admin_kit, REPO / "jobs/fedgin_abdomen", tmp_path / "admin", num_rounds=2, min_clients=2,
+                            executor_overrides=TINY_TRAINING, echo=lines.append, timeout=300)  # fmt: skip
+        assert any("FINISHED:COMPLETED" in line for line in lines), lines
+        assert (Path(run["result"]) / "workspace/app_server/FL_global_model.pt").is_file()
+        assert "site-ct-a" in run["table"] and "SRV_FL_global_model.pt" in run["table"]
+        assert run["job_id"] in {j["job_id"] for j in admin.list_jobs(admin_kit)}
+        assert main(["admin", "list", "--admin-kit", str(admin_kit)]) == 0
+        assert run["job_id"] in capsys.readouterr().out
+        # Submitted as the admin console does: a built job in the kit's transfer folder, by name.
+        assert (admin_kit / "transfer/fedgin_abdomen/app/custom/fedgin/executor.py").is_file()
+        # abort_job: a long job is stopped on request.
+        long_job = admin.submit(admin_kit, REPO / "jobs/fedgin_abdomen", num_rounds=1000, min_clients=2,
+                                executor_overrides=TINY_TRAINING)  # fmt: skip
+        time.sleep(5)
+        admin.abort(admin_kit, long_job)
+        assert admin.follow(admin_kit, long_job, echo=None, timeout=120)["status"].startswith("FINISHED:ABORTED")
         server_text = "".join(
             p.read_text(errors="replace") for p in (kits / "server").rglob("*") if p.suffix in (".txt", ".json", ".log")
         )

@@ -166,6 +166,27 @@ def cmd_provision(args) -> int:
     return 0
 
 
+def cmd_admin(args) -> int:
+    from fedgin import admin
+
+    kit = args.admin_kit
+    if args.admin_command == "run":
+        admin.run_job(kit, args.job, args.out, num_rounds=args.rounds, min_clients=args.min_clients,
+                      executor_overrides=_gin_override(args), timeout=args.timeout)  # fmt: skip
+    elif args.admin_command == "stage":
+        name = admin.stage(kit, args.job, args.rounds, args.min_clients, _gin_override(args))
+        print(f"staged in {kit}/transfer/{name}: in the admin console run `submit_job {name}`")
+    elif args.admin_command == "list":
+        for job in admin.list_jobs(kit):
+            print(f"{job.get('job_id')}  {job.get('status', ''):24}  {job.get('name', job.get('job_name', ''))}")
+    elif args.admin_command == "download":
+        print(admin.download(kit, args.job_id, args.out))
+    elif args.admin_command == "abort":
+        admin.abort(kit, args.job_id)
+        print(f"abort requested for {args.job_id}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fedgin", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -238,6 +259,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for the kits, outside the repository")
     p.add_argument("--project", default=None, help="project.yml (default: poc/project.yml)")
     p.set_defaults(func=cmd_provision)
+
+    p = sub.add_parser("admin", help="submit, follow, download, list and abort jobs with an admin startup kit")
+    admin_sub = p.add_subparsers(dest="admin_command", required=True)
+    for name, helptext in (
+        ("run", "stage, submit, follow, download, print the cross-site Dice table"),
+        ("stage", "build a job into the kit's transfer/ folder for the console's submit_job"),
+        ("list", "list jobs"),
+        ("download", "download a job's results"),
+        ("abort", "abort a job"),
+    ):
+        q = admin_sub.add_parser(name, help=helptext)
+        q.add_argument("--admin-kit", required=True, help="the admin's startup kit folder (its name is the admin)")
+        if name in ("run", "stage"):
+            q.add_argument("job")
+            q.add_argument("--rounds", type=int, default=None)
+            q.add_argument("--min-clients", type=int, default=None)
+            gin_flags(q)
+        if name in ("download", "abort"):
+            q.add_argument("job_id")
+        if name in ("run", "download"):
+            q.add_argument("--out", default="admin_results")
+        if name == "run":
+            q.add_argument("--timeout", type=float, default=0, help="seconds (0: wait as long as it takes)")
+    p.set_defaults(func=cmd_admin)
 
     p = sub.add_parser("build-job", help="pack the fedgin code into a job for submission")
     p.add_argument("job")

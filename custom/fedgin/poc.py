@@ -21,9 +21,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from fedgin import admin
 from fedgin.evaluation import evaluate_model, write_json
 from fedgin.executor import SITE_CONFIG_NAME
-from fedgin.jobs import PACKAGE_DIR, build_job, job_training_config
+from fedgin.jobs import PACKAGE_DIR, job_training_config
 from fedgin.progress import parse_round
 from fedgin.report import dice_table
 from fedgin.site_config import load_site_config, with_absolute_paths
@@ -119,27 +120,14 @@ def stop(ws: PocWorkspace) -> None:
             pass
 
 
-def session(ws: PocWorkspace):
-    from nvflare.fuel.flare_api.flare_api import new_secure_session
-
-    return new_secure_session(ADMIN, str(ws.admin_kit), timeout=30.0)
-
-
 def submit(ws: PocWorkspace, job_dir: str | Path, num_rounds: int | None = None, executor_overrides=None) -> str:
     """Build the job (our code in app/custom) and submit it as the POC admin; returns the job id."""
-    built = build_job(
-        job_dir, ws.root / "jobs" / Path(job_dir).name, num_rounds, min_clients=len(ws.sites()) or None,
-        executor_overrides=executor_overrides,
-    )  # fmt: skip
-    sess = session(ws)
-    try:
-        return sess.submit_job(str(built))
-    finally:
-        sess.close()
+    min_clients = len(ws.sites()) or None
+    return admin.submit(ws.admin_kit, job_dir, num_rounds, min_clients, executor_overrides)
 
 
 def status(ws: PocWorkspace, job_id: str) -> dict:
-    sess = session(ws)
+    sess = admin.session(ws.admin_kit)
     try:
         return sess.get_job_meta(job_id)
     finally:
@@ -147,51 +135,29 @@ def status(ws: PocWorkspace, job_id: str) -> dict:
 
 
 def follow(ws: PocWorkspace, job_id: str, echo: Callable[[str], None] | None = print, timeout: float = 0) -> dict:
-    """Wait for the job to end, echoing status changes and the sites' round lines; returns its meta."""
-    from nvflare.fuel.flare_api.api_spec import MonitorReturnCode
-
+    """Wait for the job to end, echoing status changes and the sites' round lines (their logs are
+    on this machine in POC mode); returns the job's meta."""
     seen: dict[Path, int] = {}
-    last_status = [None]
     start_time = time.time()
 
-    def on_poll(sess, job_id, job_meta, *args):
-        if echo:
-            state = job_meta.get("status")
-            if state != last_status[0]:
-                echo(f"  [{time.time() - start_time:6.1f} s] job {job_id[:8]}: {state}")
-                last_status[0] = state
-            for log in sorted(ws.prod.glob(f"*/{job_id}/log.txt")):
-                lines = log.read_text(errors="replace").splitlines()
-                for line in lines[seen.get(log, 0) :]:
-                    record = parse_round(line)
-                    if record:
-                        r = record
-                        echo(
-                            f"  [{time.time() - start_time:6.1f} s] round {r['round']}/{r['rounds']} {r['site']}: "
-                            f"val Dice {r['val_mean_dice']:.3f}, loss {r['loss']:.4f}"
-                        )
-                seen[log] = len(lines)
-        return True
+    def tail_site_logs():
+        for log in sorted(ws.prod.glob(f"*/{job_id}/log.txt")):
+            lines = log.read_text(errors="replace").splitlines()
+            for line in lines[seen.get(log, 0) :]:
+                r = parse_round(line)
+                if r and echo:
+                    echo(
+                        f"  [{time.time() - start_time:6.1f} s] round {r['round']}/{r['rounds']} {r['site']}: "
+                        f"val Dice {r['val_mean_dice']:.3f}, loss {r['loss']:.4f}"
+                    )
+            seen[log] = len(lines)
 
-    sess = session(ws)
-    try:
-        rc, meta = sess.monitor_job_and_return_job_meta(job_id, timeout=timeout, poll_interval=1.0, cb=on_poll)
-    finally:
-        sess.close()
-    if rc == MonitorReturnCode.TIMEOUT:
-        raise PocError(f"job {job_id} did not finish within {timeout} s")
-    return meta
+    return admin.follow(ws.admin_kit, job_id, echo, timeout, on_poll=tail_site_logs)
 
 
 def download(ws: PocWorkspace, job_id: str, out_dir: str | Path) -> Path:
     """Download the job's results; returns the folder holding ``workspace/app_server/``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    sess = session(ws)
-    try:
-        return Path(sess.download_job_result(job_id, str(out_dir)))
-    finally:
-        sess.close()
+    return admin.download(ws.admin_kit, job_id, out_dir)
 
 
 def run_poc(

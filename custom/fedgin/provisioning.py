@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from fedgin.admin import session
 from fedgin.executor import SITE_CONFIG_NAME
 from fedgin.poc import REPO_ROOT, PocError
 from fedgin.site_config import with_absolute_paths
@@ -62,14 +63,6 @@ def start_participant(kit: str | Path, log_file: str | Path) -> subprocess.Popen
         )  # fmt: skip
 
 
-def admin_session(admin_kit: str | Path, timeout: float = 60.0):
-    """A FLARE API session as the kit's admin (the kit folder's name is the admin's name)."""
-    from nvflare.fuel.flare_api.flare_api import new_secure_session
-
-    admin_kit = Path(admin_kit)
-    return new_secure_session(admin_kit.name, str(admin_kit), timeout=timeout)
-
-
 def connected_clients(sess) -> list[str]:
     """Names of the clients connected to the server (FLARE raises while there are none)."""
     from nvflare.fuel.flare_api.api_spec import NoClientsAvailable
@@ -82,7 +75,7 @@ def connected_clients(sess) -> list[str]:
 
 def shutdown_all(admin_kit: str | Path) -> None:
     """Stop server and clients through the admin kit (the project admin's right)."""
-    sess = admin_session(admin_kit, timeout=20.0)
+    sess = session(admin_kit, timeout=20.0)
     try:
         sess.shutdown("all")
     finally:
