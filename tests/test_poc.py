@@ -3,12 +3,14 @@
 import json
 import re
 import socket
+import subprocess
 
 import pytest
 import torch
+from fedgin.admin import AdminError
 from fedgin.jobs import CLIENT_CONFIG, build_job
 from fedgin.phantoms import generate_phantom_dataset
-from fedgin.poc import PocError, PocWorkspace, run_poc
+from fedgin.poc import PocError, PocWorkspace, processes, run_poc
 from helpers import ABDOMEN, REPO, TINY_TRAINING
 
 
@@ -59,4 +61,18 @@ def test_full_poc_flow(tmp_path):
     for text in (server_logs, downloaded):
         assert str(tmp_path / "data") not in text and ".nii.gz" not in text
     # The processes are gone and the port is free again.
+    assert _port_free(8002)
+
+
+@pytest.mark.poc
+def test_poc_stops_everything_when_the_run_fails(tmp_path):
+    if not _port_free(8002):
+        pytest.skip("port 8002 (FLARE POC server) is taken on this machine")
+    sites = generate_phantom_dataset("abdomen", tmp_path / "data", seed=4, size=0.5, max_cases=1)
+    with pytest.raises(AdminError, match="did not finish within"):
+        run_poc(REPO / "jobs/fedgin_abdomen", sites, tmp_path / "pocws", num_rounds=50, echo=None, timeout_s=3)
+    # No orphaned server or client process of this workspace, and the port is free again.
+    ps = subprocess.run(["ps", "-eww", "-o", "args="], capture_output=True, text=True).stdout
+    assert str(tmp_path / "pocws") not in ps, [line for line in ps.splitlines() if "pocws" in line]
+    assert processes(PocWorkspace.at(tmp_path / "pocws")) == []
     assert _port_free(8002)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -111,12 +112,31 @@ def start(ws: PocWorkspace) -> None:
     nvflare(ws, "poc", "start", "-ex", ADMIN)
 
 
-def stop(ws: PocWorkspace) -> None:
-    """Stop every POC process of this workspace (safe to call when nothing runs)."""
+def processes(ws: PocWorkspace) -> list[int]:
+    """PIDs of the processes running from this POC workspace (their command lines name it)."""
+    out = subprocess.run(["ps", "-eww", "-o", "pid=,args="], capture_output=True, text=True).stdout
+    marker = str(ws.root / "poc")
+    return [int(line.split(None, 1)[0]) for line in out.splitlines() if marker in line and line.strip()]
+
+
+def stop(ws: PocWorkspace, grace_s: float = 30.0) -> None:
+    """Stop every POC process of this workspace (safe to call when nothing runs).
+
+    FLARE's ``poc stop`` asks politely; whatever still runs after ``grace_s`` is killed, so no
+    orphan keeps the port.
+    """
     if ws.prod.is_dir():
         try:
             nvflare(ws, "poc", "stop", timeout=120)
         except PocError:
+            pass
+    deadline = time.time() + grace_s
+    while processes(ws) and time.time() < deadline:
+        time.sleep(0.5)
+    for pid in processes(ws):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
             pass
 
 
