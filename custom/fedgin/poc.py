@@ -172,7 +172,9 @@ def follow(ws: PocWorkspace, job_id: str, echo: Callable[[str], None] | None = p
                     )
             seen[log] = len(lines)
 
-    return admin.follow(ws.admin_kit, job_id, echo, timeout, on_poll=tail_site_logs)
+    meta = admin.follow(ws.admin_kit, job_id, echo, timeout, on_poll=tail_site_logs)
+    tail_site_logs()  # lines written between the last poll and the end
+    return meta
 
 
 def download(ws: PocWorkspace, job_id: str, out_dir: str | Path) -> Path:
