@@ -141,6 +141,10 @@ def simulate(
     """
     if len(sites) < 1:
         raise ValueError("give at least one site")
+    if threads is not None and threads < len(sites) and echo:
+        # FLARE's simulator then swaps sites in and out: each restart reloads the site's data and
+        # loses its optimizer state, every round.
+        echo(f"warning: {threads} threads for {len(sites)} sites: sites reload their data every round")
     for path in sites.values():
         load_site_config(path)  # fail before FLARE starts, with the file's name
     ws = Path(workspace).resolve()

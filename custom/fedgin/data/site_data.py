@@ -79,9 +79,9 @@ def _shape_check(d: dict) -> dict:
     return d
 
 
-def volume_transforms(site: SiteConfig, organs: Sequence[str], with_label: bool = True) -> Compose:
+def volume_transforms(site: SiteConfig, organs: Sequence[str]) -> Compose:
     """Deterministic per-volume preprocessing up to (not including) resizing."""
-    keys = ["image", "label"] if with_label else ["image"]
+    keys = ["image", "label"]
     steps: list[Callable] = [
         LoadImaged(keys, reader="NibabelReader", image_only=True),
         EnsureChannelFirstd(keys),
@@ -90,9 +90,8 @@ def volume_transforms(site: SiteConfig, organs: Sequence[str], with_label: bool 
         _finite_check,
         Orientationd(keys, axcodes=CANONICAL_ORIENTATION, labels=None),
         normalization_for(site.modality, site.normalization).transform("image"),
+        MapLabelsd("label", class_lookup(organs, site.labels)),
     ]
-    if with_label:
-        steps.append(MapLabelsd("label", class_lookup(organs, site.labels)))
     return Compose(steps)
 
 
