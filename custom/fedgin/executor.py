@@ -94,9 +94,6 @@ class SegmentationExecutor(Executor):
     def setup(self, site_config: str | Path, fl_ctx: FLContext):
         """Read the site config, load and cache the site's data once, build the trainer."""
         self.site = load_site_config(site_config)
-        missing = self.site.missing_organs(self.config.organs)
-        if missing:
-            raise SiteConfigError(f"{self.site.path}: 'labels' lacks the job's organ(s) {missing}")
         seed = self.config.seed + zlib.crc32(self.site_name.encode()) % 10_000
         self.config.seed = seed
         start = time.time()
@@ -116,6 +113,13 @@ class SegmentationExecutor(Executor):
             f"{len(self.data.train)} training samples, {len(self.data.validation)} validation volumes, "
             f"loaded in {time.time() - start:.1f} s",
         )
+        missing = self.site.missing_organs(self.config.organs)
+        if missing:
+            self.log_info(
+                fl_ctx,
+                f"[fedgin] {self.site_name}: partial labels, no {missing} here "
+                f"(loss: {self.config.partial_labels}; validation scores {self.data.present_organs})",
+            )
 
     # -- tasks -------------------------------------------------------------------------------
     def execute(self, task_name: str, shareable: Shareable, fl_ctx: FLContext, abort_signal: Signal) -> Shareable:

@@ -43,19 +43,15 @@ def train_local(
         config.gin.enabled = gin
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    images, labels = [], []
+    parts = []
     for path in site_configs:
         site = load_site_config(path)
-        missing = site.missing_organs(config.organs)
-        if missing:
-            raise ValueError(f"{path}: 'labels' lacks the job's organ(s) {missing}")
         data = load_site_data(
             site, config.organs, config.spatial_size, config.model.spatial_dims, splits=("training",),
             background_slice_fraction=config.background_slice_fraction, seed=config.seed,
         )  # fmt: skip
-        images.append(data.train.images)
-        labels.append(data.train.labels)
-    pooled = TrainSamples(torch.cat(images), torch.cat(labels))
+        parts.append(data.train)
+    pooled = TrainSamples.concat(parts, config.num_classes)
     trainer = Trainer(config)
     start = time.time()
     for epoch in range(epochs):

@@ -13,10 +13,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.losses import DiceCELoss
 from monai.metrics import DiceMetric
 
 from fedgin.data.site_data import EvalVolume, TrainSamples
+from fedgin.losses import PARTIAL_LABEL_MODES, MarginalDiceCELoss
 from fedgin.model import DEFAULT_CHANNELS, DEFAULT_STRIDES, SegmentationUNet
 from fedgin.transforms import gin_batch
 
@@ -63,6 +63,9 @@ class TrainConfig:
     weight_decay: float = 1e-4
     eval_batch_size: int = 32
     background_slice_fraction: float = 0.1
+    # Organs a site does not label: "marginal" merges them into its background in the loss,
+    # "background" teaches them as background there (the naive baseline).
+    partial_labels: str = "marginal"
     amp: bool = True
     seed: int = 0
 
@@ -84,6 +87,8 @@ class TrainConfig:
             if bad:
                 raise ValueError(f"unknown {name} option(s) {bad}; known: {sorted(kind.__dataclass_fields__)}")
         cfg = cls(model=ModelConfig(**model), gin=GINConfig(**gin), **raw)
+        if cfg.partial_labels not in PARTIAL_LABEL_MODES:
+            raise ValueError(f"partial_labels must be one of {PARTIAL_LABEL_MODES}, got {cfg.partial_labels!r}")
         if len(cfg.spatial_size) != cfg.model.spatial_dims:
             raise ValueError(
                 f"spatial_size {list(cfg.spatial_size)} does not match spatial_dims {cfg.model.spatial_dims}"
@@ -122,7 +127,7 @@ class Trainer:
         self.device = torch.device(device) if device is not None else default_device()
         self.model = config.build_model().to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+        self.loss_fn = MarginalDiceCELoss(config.partial_labels)
         self.use_amp = bool(config.amp and self.device.type == "cuda")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         # Separate streams of randomness: batch order on CPU, GIN draws on the data's device.
@@ -161,6 +166,7 @@ class Trainer:
         self.model.train()
         pin = self.device.type == "cuda"
         losses, steps = [], 0
+        labelled = data.labelled_mask(cfg.num_classes)
         for _ in range(epochs):
             order = torch.randperm(len(data), generator=self.shuffle_generator)
             for start in range(0, len(order), cfg.batch_size):
@@ -176,7 +182,7 @@ class Trainer:
                     x = gin_batch(x, generator=self.gin_generator, **cfg.gin.kwargs())
                 self.optimizer.zero_grad(set_to_none=True)
                 with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
-                    loss = self.loss_fn(self.model(x), y)
+                    loss = self.loss_fn(self.model(x), y, labelled[idx])
                 self.scaler.scale(loss).backward()
                 self.scaler.step(self.optimizer)
                 self.scaler.update()

@@ -83,3 +83,28 @@ def test_background_slice_share_is_seeded(tmp_path):
     assert 5 < len(runs[0]) < 40
     torch.testing.assert_close(runs[0].images, runs[1].images)
     assert len(runs[0]) != len(runs[2]) or not torch.equal(runs[0].images, runs[2].images)
+
+
+def test_partial_label_site_marks_its_unlabelled_organs(tmp_path):
+    """A CHAOS-like site (no pancreas, no gallbladder) loads; its samples say which classes they label."""
+    label = np.zeros((8, 8, 4), np.uint8)
+    label[1:4, 1:4] = 63  # liver in CHAOS's grey value
+    label[5:7, 5:7] = 99  # a structure the site does not list
+    write_nifti(tmp_path / "img.nii.gz", np.random.default_rng(0).normal(size=(8, 8, 4)).astype(np.float32))
+    write_nifti(tmp_path / "lab.nii.gz", label)
+    splits = {"training": [("img.nii.gz", "lab.nii.gz")], "validation": [("img.nii.gz", "lab.nii.gz")]}
+    cfg = load_site_config(write_site(tmp_path, "MR", splits, {"liver": 63, "spleen": 252}))
+    data = load_site_data(cfg, ABDOMEN, (8, 8))
+    assert data.present_organs == ["liver", "spleen"]
+    expected = torch.tensor([True, True, True, False, False, False, False])  # background, liver, spleen, ...
+    assert data.train.labelled.shape == (len(data.train), 7)
+    assert (data.train.labelled == expected).all()
+    assert set(torch.unique(data.train.labels).tolist()) <= {0, 1}
+
+
+def test_site_without_any_job_organ_is_named(tmp_path):
+    write_nifti(tmp_path / "img.nii.gz", np.zeros((8, 8, 4), np.float32))
+    write_nifti(tmp_path / "lab.nii.gz", np.zeros((8, 8, 4), np.uint8))
+    cfg = write_site(tmp_path, "CT", {"training": [("img.nii.gz", "lab.nii.gz")]}, {"heart": 1})
+    with pytest.raises(DataError, match=r"site_config.json: 'labels' names none of the job's organs"):
+        load_site_data(load_site_config(cfg), ["liver", "spleen"], (8, 8))

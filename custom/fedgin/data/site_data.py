@@ -33,13 +33,33 @@ class DataError(ValueError):
 
 @dataclass
 class TrainSamples:
-    """Training samples as stacked tensors: images (N, 1, *spatial) float32, labels (N, 1, *spatial) uint8."""
+    """Training samples as stacked tensors: images (N, 1, *spatial) float32, labels (N, 1, *spatial) uint8.
+
+    ``labelled`` (N, num_classes) bool says which classes each sample's label map annotates (a site
+    with partial labels lacks some organs); None means all of them.
+    """
 
     images: torch.Tensor
     labels: torch.Tensor
+    labelled: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
+
+    def labelled_mask(self, num_classes: int) -> torch.Tensor:
+        """``labelled`` with the default (every class annotated) filled in."""
+        if self.labelled is not None:
+            return self.labelled
+        return torch.ones(len(self), num_classes, dtype=torch.bool)
+
+    @staticmethod
+    def concat(parts: Sequence[TrainSamples], num_classes: int) -> TrainSamples:
+        """Pool the samples of several sites, keeping each sample's labelled classes."""
+        return TrainSamples(
+            torch.cat([p.images for p in parts]),
+            torch.cat([p.labels for p in parts]),
+            torch.cat([p.labelled_mask(num_classes) for p in parts]),
+        )
 
 
 @dataclass
@@ -137,6 +157,8 @@ def load_site_data(
         seed: seed of the background-slice draw.
         progress: called with a short message per loaded volume (no file names: may be logged).
     """
+    if not any(o in site.labels for o in organs):
+        raise DataError(f"{site.path}: 'labels' names none of the job's organs {list(organs)}")
     transform = volume_transforms(site, organs)
     size = _resize_size(spatial_size, spatial_dims)
     resize_image = Resized("image", spatial_size=size, mode="area")
@@ -175,4 +197,7 @@ def load_site_data(
         if split == "training":
             train = TrainSamples(torch.cat(images), torch.cat(labels))
     present = [o for o in organs if o in site.labels]
+    if train is not None:
+        labelled = torch.tensor([True] + [o in present for o in organs])
+        train.labelled = labelled.expand(len(train), -1).clone()
     return SiteData(site.modality, list(organs), present, train, validation, test)
