@@ -21,6 +21,7 @@ from nvflare.apis.signal import Signal
 from nvflare.app_common.app_constant import AppConstants
 
 from fedgin.data.site_data import SiteData, load_site_data
+from fedgin.privacy.ledger import budget_spent, ledger_path
 from fedgin.progress import format_round
 from fedgin.site_config import SiteConfig, SiteConfigError, load_site_config
 from fedgin.training import TrainConfig, Trainer
@@ -148,6 +149,12 @@ class SegmentationExecutor(Executor):
         global_weights = self._received_weights(shareable)
         current_round = shareable.get_header(AppConstants.CURRENT_ROUND, 0)
         num_rounds = shareable.get_header(AppConstants.NUM_ROUNDS, 0)
+        spent = budget_spent(ledger_path(fl_ctx))
+        if spent:
+            # The privacy filter released this site's last update within its budget. The server goes
+            # on with the other sites while min_clients can still be met (see poc/README.md).
+            self.log_info(fl_ctx, f"[fedgin] {self.site_name}: round {current_round + 1}: {spent}; not training")
+            return make_reply(ReturnCode.EARLY_TERMINATION)
         self.trainer.set_weights(global_weights)
 
         start = time.time()
@@ -171,7 +178,9 @@ class SegmentationExecutor(Executor):
             data=diff,
             meta={MetaKey.NUM_STEPS_CURRENT_ROUND: stats["steps"], MetaKey.INITIAL_METRICS: initial_metrics},
         )
-        return dxo.to_shareable()
+        result = dxo.to_shareable()
+        result.set_header(AppConstants.CURRENT_ROUND, current_round)  # result filters see the round (noise seed)
+        return result
 
     def _validate(self, shareable: Shareable, fl_ctx: FLContext, abort_signal: Signal) -> Shareable:
         weights = self._received_weights(shareable)

@@ -169,3 +169,23 @@ def test_failed_results_are_not_touched(tmp_path):
     reply = make_reply(ReturnCode.EARLY_TERMINATION)
     assert GaussianPrivacy(1.0, 1.0).process(reply, site_context(tmp_path)) is reply
     assert not (tmp_path / "site-ct" / JOB / "privacy.json").exists()
+
+
+def test_executor_stops_training_once_the_budget_is_spent(tmp_path):
+    from fedgin.executor import SegmentationExecutor
+    from fedgin.privacy.ledger import write_ledger
+    from nvflare.apis.signal import Signal
+
+    fl_ctx = site_context(tmp_path)
+    write_ledger(
+        tmp_path / "site-ct" / JOB / "privacy.json",
+        {"budget_spent": True, "max_epsilon": 8.0, "delta": 1e-5, "rounds": [{"privacy_rounds": 2, "epsilon": 7.08}]},
+    )
+    executor = SegmentationExecutor(organs=["liver"])  # no data: it must stop before it would train
+    logged = []
+    executor.log_info = lambda ctx, msg, *a, **k: logged.append(msg)
+    task = DXO(DataKind.WEIGHTS, {}).to_shareable()
+    task.set_header(AppConstants.CURRENT_ROUND, 2)
+    reply = executor.execute("train", task, fl_ctx, Signal())
+    assert reply.get_return_code() == ReturnCode.EARLY_TERMINATION
+    assert "round 3: privacy budget spent: epsilon 7.08 after 2 round(s)" in logged[0]

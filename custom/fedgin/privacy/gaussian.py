@@ -141,6 +141,8 @@ class GaussianPrivacy(DXOFilter):
     def process_dxo(self, dxo: DXO, shareable: Shareable, fl_ctx: FLContext) -> DXO:
         site = fl_ctx.get_identity_name()
         path = ledger_path(fl_ctx)
+        if path is None:
+            raise RuntimeError("GaussianPrivacy keeps its record in the job's run folder: the context has no job")
         ledger = read_ledger(path)
         released = len(ledger["rounds"]) + 1
         epsilon = self.epsilon(released)

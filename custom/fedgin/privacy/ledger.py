@@ -26,8 +26,13 @@ from nvflare.apis.fl_context import FLContext
 LEDGER_NAME = "privacy.json"
 
 
-def ledger_path(fl_ctx: FLContext) -> Path:
-    """``privacy.json`` in the current job's run folder of this site (``<site workspace>/<job id>/``)."""
+def ledger_path(fl_ctx: FLContext) -> Path | None:
+    """``privacy.json`` in the current job's run folder of this site (``<site workspace>/<job id>/``).
+
+    None outside a FLARE run (a context without engine or job, as in unit tests of the executor).
+    """
+    if fl_ctx.get_engine() is None or fl_ctx.get_job_id() is None:
+        return None
     return Path(fl_ctx.get_workspace().get_run_dir(fl_ctx.get_job_id())) / LEDGER_NAME
 
 
@@ -52,8 +57,10 @@ def json_epsilon(epsilon: float) -> float | None:
     return None if math.isinf(epsilon) else epsilon
 
 
-def budget_spent(path: str | Path) -> str | None:
-    """Why this site must not release another update (None: it may)."""
+def budget_spent(path: str | Path | None) -> str | None:
+    """Why this site must not release another update (None: it may, or there is no record)."""
+    if path is None:
+        return None
     ledger = read_ledger(path)
     if not ledger.get("budget_spent"):
         return None
