@@ -53,6 +53,7 @@ def build_job(
     num_rounds: int | None = None,
     min_clients: int | None = None,
     executor_overrides: dict | None = None,
+    privacy: dict | None = None,
 ) -> Path:
     """Copy ``job_dir`` to ``out_dir`` with our package in ``app/custom`` and optional overrides.
 
@@ -62,6 +63,9 @@ def build_job(
         num_rounds: overrides the server's ``num_rounds``.
         min_clients: overrides ``min_clients`` in meta.json and the server config.
         executor_overrides: merged into our executor's args (e.g. ``{"gin": {"enabled": False}}``).
+        privacy: replaces the sites' filters of ``train`` results, e.g. ``{"kind": "gaussian",
+            "noise_multiplier": 1.0, "clip_norm": 1.0}`` or ``{"kind": "none"}``; the other keys
+            are the filter's args (see :func:`fedgin.privacy.filters.privacy_filter_config`).
 
     Returns:
         The path of the built job.
@@ -99,7 +103,27 @@ def build_job(
         # The sites' settings define the model; the server's initial model must follow them.
         server_model_args(server).update(persistor_model_args(job_training_config(out_dir)))
         write_json(out_dir / SERVER_CONFIG, server)
+    if privacy is not None:
+        client = read_json(out_dir / CLIENT_CONFIG)
+        set_train_result_filter(client, privacy)
+        write_json(out_dir / CLIENT_CONFIG, client)
     return out_dir
+
+
+def set_train_result_filter(client_config: dict, privacy: dict) -> None:
+    """Make ``privacy`` the only result filter of task ``train`` (other tasks keep theirs)."""
+    from fedgin.privacy.filters import privacy_filter_config
+
+    args = dict(privacy)
+    entry = privacy_filter_config(args.pop("kind", None), **args)
+    kept = []
+    for group in client_config.get("task_result_filters", []):
+        tasks = [t for t in group.get("tasks", []) if t != "train"]
+        if tasks:
+            kept.append({**group, "tasks": tasks})
+    if entry is not None:
+        kept.append({"tasks": ["train"], "filters": [entry]})
+    client_config["task_result_filters"] = kept
 
 
 def server_model_args(server_config: dict) -> dict:
