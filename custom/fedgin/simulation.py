@@ -7,7 +7,8 @@ Workspace layout (``WS``)::
                              site configs (the simulator gives every site a copy of local/)
     WS/simulator.log         FLARE's full log
     WS/results/              dice.json, dice.md, FL_global_model.pt, cross_site_val.json,
-                             progress.json, progress.png (Dice and loss per round)
+                             progress.json, progress.png (Dice and loss per round),
+                             privacy_<site>.json (epsilon per round, with the Gaussian filter)
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from fedgin.report import dice_table
 from fedgin.site_config import load_site_config, with_absolute_paths
 
 SIM_JOB_DIR = Path("server/simulate_job")
+SITE_PRIVACY_RECORD = Path("simulate_job/privacy.json")  # in each site's folder (fedgin.privacy.ledger)
 GLOBAL_MODEL = SIM_JOB_DIR / "app_server/FL_global_model.pt"
 CROSS_SITE = SIM_JOB_DIR / "cross_site_val/cross_val_results.json"
 # Lines of FLARE's log worth showing a person while a job runs.
@@ -125,6 +127,7 @@ def simulate(
     evaluate_split: str | None = "test",
     echo: Callable[[str], None] | None = print,
     timeout_s: float | None = None,
+    privacy: dict | None = None,
 ) -> SimulationResult:
     """Build ``job_dir``, run it in the simulator on ``sites`` and score the final global model.
 
@@ -138,6 +141,7 @@ def simulate(
         evaluate_split: split of each site scored with the final global model (None: skip).
         echo: where progress lines go.
         timeout_s: kill the simulator after this long.
+        privacy: the sites' filter of train results (see :func:`fedgin.jobs.build_job`).
     """
     if len(sites) < 1:
         raise ValueError("give at least one site")
@@ -151,7 +155,7 @@ def simulate(
     ws.mkdir(parents=True, exist_ok=True)
     job = build_job(
         job_dir, ws / "job" / Path(job_dir).name, num_rounds, min_clients=len(sites),
-        executor_overrides=executor_overrides,
+        executor_overrides=executor_overrides, privacy=privacy,
     )  # fmt: skip
     sim_ws = ws / "simulate"
     install_site_configs(sim_ws, sites)
@@ -172,6 +176,10 @@ def simulate(
     cross_site = json.loads((sim_ws / CROSS_SITE).read_text()) if (sim_ws / CROSS_SITE).is_file() else {}
     write_json(results / "cross_site_val.json", cross_site)
     save_progress(records, results)
+    for name in sites:
+        (results / f"privacy_{name}.json").unlink(missing_ok=True)  # none from an earlier run
+        if (sim_ws / name / SITE_PRIVACY_RECORD).is_file():
+            shutil.copy2(sim_ws / name / SITE_PRIVACY_RECORD, results / f"privacy_{name}.json")
     result = SimulationResult(ws, results / "FL_global_model.pt", cross_site, wall_time_s=wall)
     if evaluate_split:
         if echo:
