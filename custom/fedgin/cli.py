@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from fedgin.datasets.cli import add_parser as add_prepare_parser
 from fedgin.jobs import PACKAGE_DIR
 
 TASKS = ("abdomen", "heart")
@@ -308,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test")
     gin_flags(p)
     p.set_defaults(func=cmd_train)
+    add_prepare_parser(sub)
     return parser
 
 
