@@ -62,10 +62,16 @@ def cmd_simulate(args) -> int:
     sites = _parse_sites(args.site)
     result = simulate(
         args.job, sites, args.workspace, num_rounds=args.rounds, executor_overrides=_gin_override(args),
-        threads=args.threads, evaluate_split=None if args.no_eval else args.split,
+        threads=args.threads, evaluate_split=None if args.no_eval else args.split, privacy=_privacy_override(args),
     )  # fmt: skip
     _print_result(result)
     return 0
+
+
+def _privacy_override(args) -> dict | None:
+    from fedgin.privacy.filters import parse_privacy_spec
+
+    return parse_privacy_spec(args.privacy) if args.privacy else None
 
 
 def _print_result(result) -> None:
@@ -223,6 +229,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--split", default="test", help="split scored with the final model (default: test)")
     p.add_argument("--no-eval", action="store_true", help="skip scoring the final model")
+    p.add_argument(
+        "--privacy",
+        default=None,
+        metavar="KIND[,NAME=VALUE...]",
+        help="the sites' filter of train results instead of the job's: e.g. gaussian,noise_multiplier=1,clip_norm=0.1"
+        " (also percentile, svt, none; see poc/README.md)",
+    )
     gin_flags(p)
     p.set_defaults(func=cmd_simulate)
 
