@@ -144,10 +144,10 @@ def make_splits(pools: Mapping[str, Sequence[T]], options: Options) -> dict[str,
             f"{len(splits['test'])} for test; lower --val/--test"
         )
     if options.max_cases is not None:
-        for split, items in splits.items():
-            if len(items) > options.max_cases:
-                keep = sorted(rng.permutation(len(items))[: options.max_cases])
-                splits[split] = [items[i] for i in keep]
+        for split in SPLITS:
+            # one permutation per split whatever the cap, so a smaller cap keeps a subset of a larger one
+            keep = sorted(rng.permutation(len(splits[split]))[: options.max_cases])
+            splits[split] = [splits[split][i] for i in keep]
     return {s: sorted(splits[s], key=lambda c: natural_key(c.case_id)) for s in SPLITS}
 
 
