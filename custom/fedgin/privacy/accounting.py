@@ -5,8 +5,10 @@ noise of std sigma * C per coordinate: one Gaussian mechanism with sensitivity C
 multiplier sigma, sampling rate q = 1 (no subsampling: the update of every round is released).
 k rounds compose; Opacus's Renyi-DP accountant converts the composition to (epsilon, delta).
 
-The unit of privacy is the site's whole contribution to one update (any change of its data that
-changes the update by at most C), so epsilon is a per-site, user-level bound over the rounds.
+The unit of privacy is the site's whole contribution: the released updates against those of a site
+whose data contributed nothing (update 0, at distance at most C: the add/remove convention of
+DP-FedAvg and Opacus). So epsilon is a per-site, user-level bound over the rounds. Between any two
+datasets of a site the distance is up to 2C: that is the epsilon of ``noise_multiplier / 2``.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Each round the site's update (all parameter arrays together) is scaled down to L
 Gaussian mechanism with sensitivity C, applied once per round to the whole update (sampling rate
 1); :mod:`fedgin.privacy.accounting` turns k rounds into (epsilon, delta). The guarantee is per
 site and user-level: it covers anything the site's data could change in its updates, not only one
-record, and it holds for the updates alone (see "What is not covered" in poc/README.md).
+record, and it holds for the updates alone (see "Differential privacy" in poc/README.md).
 
 Add it to a job's ``task_result_filters`` for task ``train`` (see
 :func:`fedgin.privacy.filters.privacy_filter_config`).
