@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from fedgin.datasets.cli import add_parser as add_prepare_parser
+from fedgin.experiment.grid import METHODS
 from fedgin.jobs import PACKAGE_DIR
 
 TASKS = ("abdomen", "heart")
@@ -132,6 +133,39 @@ def cmd_train(args) -> int:
     )  # fmt: skip
     print(json.dumps({k: v["mean_dice"] for k, v in result.items()}, indent=2))
     return 0
+
+
+def experiment_config(args):
+    """The grid from the command line: the full study or ``--quick``, with overrides."""
+    from fedgin.experiment import ExperimentConfig
+
+    config = ExperimentConfig.quick(args.task) if args.quick else ExperimentConfig(task=args.task)
+    training = dict(config.training)
+    partial = args.partial_organs
+    if args.spatial_size:
+        training["spatial_size"] = [args.spatial_size, args.spatial_size]
+    return config.with_overrides(
+        seeds=tuple(range(args.seeds)) if args.seeds else None,
+        ratios=tuple(int(k) for k in args.ratios.split(",")) if args.ratios else None,
+        rounds=args.rounds,
+        methods=tuple(m for m in args.methods.split(",") if m) if args.methods else None,
+        zero_mri=False if args.no_zero_mri else None,
+        partial_organs=tuple(o for o in partial.split(",") if o) if partial is not None else None,
+        training=training,
+    )
+
+
+def cmd_experiment(args) -> int:
+    from fedgin.experiment import run_grid
+
+    config = experiment_config(args)
+    sites = _parse_sites(args.site) if args.site else None
+    runs = config.runs()
+    print(f"FedGIN study on {args.task}: {len(runs)} runs ({len(config.seeds)} seed(s)) into {args.out}")
+    outcome = run_grid(config, args.out, find_jobs_dir(), sites=sites, verbose=args.verbose)
+    print()
+    print((outcome["report"] / "report.md").read_text())
+    return 1 if outcome["failed"] else 0
 
 
 def cmd_poc(args) -> int:
@@ -322,6 +356,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test")
     gin_flags(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("experiment", help="the FedGIN study: local, centralized, FedAvg, FedGIN over seeds + report")
+    p.add_argument("--task", choices=TASKS, default="abdomen")
+    p.add_argument("--out", default="workspace/experiment", help="output folder; re-runs reuse finished runs")
+    p.add_argument("--site", action="append", default=None, metavar="NAME=SITE_CONFIG",
+                   help="your sites (at least one CT and one MR); default: phantoms")  # fmt: skip
+    p.add_argument("--quick", action="store_true", help="every method and setting once, small (~10 min)")
+    p.add_argument("--seeds", type=int, default=None, help="number of seeds (0..N-1; default 3, quick 1)")
+    p.add_argument("--ratios", default=None, help="MRI:CT ratios 1:k as k, comma-separated (default 1,2,5)")
+    p.add_argument("--rounds", type=int, default=None, help="FL rounds = epochs of centralized/local runs")
+    p.add_argument("--methods", default=None, help=f"comma-separated subset of {','.join(METHODS)}")
+    p.add_argument("--no-zero-mri", action="store_true", help="skip the zero-MRI-labels setting")
+    p.add_argument(
+        "--partial-organs",
+        default=None,
+        help="organs MRI sites lack in the partial-labels setting (default pancreas,gallbladder; '' skips)",
+    )
+    p.add_argument("--spatial-size", type=int, default=None, help="training slice size (default 64, quick 48)")
+    p.add_argument("--verbose", action="store_true", help="show every run's per-round lines")
+    p.set_defaults(func=cmd_experiment)
     add_prepare_parser(sub)
     return parser
 
