@@ -11,6 +11,7 @@ original grid so Dice is measured at the data's own resolution, not at the train
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -99,11 +100,25 @@ def _shape_check(d: dict) -> dict:
     return d
 
 
+def _nifti_loader(keys: list[str]) -> LoadImaged:
+    # LoadImaged also builds MONAI's DICOM readers; with pydicom installed (the CHAOS converter needs
+    # it) and no NVIDIA nvImageCodec, they warn on every construction. We only read NIfTI here.
+    plugin_log = logging.getLogger("monai.data.nvimgcodec_pydicom_plugin")
+    level = plugin_log.level
+    plugin_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
+            return LoadImaged(keys, reader="NibabelReader", image_only=True)
+    finally:
+        plugin_log.setLevel(level)
+
+
 def volume_transforms(site: SiteConfig, organs: Sequence[str]) -> Compose:
     """Deterministic per-volume preprocessing up to (not including) resizing."""
     keys = ["image", "label"]
     steps: list[Callable] = [
-        LoadImaged(keys, reader="NibabelReader", image_only=True),
+        _nifti_loader(keys),
         EnsureChannelFirstd(keys),
         _shape_check,
         EnsureTyped("image", dtype=torch.float32, track_meta=True),
