@@ -2,6 +2,7 @@
 
 import logging
 import re
+import zlib
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ GLOBAL = {"conv.weight": np.zeros((4, 1, 3, 3), np.float32), "conv.bias": np.zer
 
 
 def _update(site, scale=1.0, steps=10, data=None, round_=0, kind=DataKind.WEIGHT_DIFF):
-    rng = np.random.default_rng(abs(hash(site)) % 1000)
+    rng = np.random.default_rng(zlib.crc32(site.encode()))
     if data is None:
         data = {k: (rng.normal(size=v.shape) * scale).astype(np.float32) for k, v in GLOBAL.items()}
     s = DXO(kind, data, meta={MetaKey.NUM_STEPS_CURRENT_ROUND: steps}).to_shareable()
@@ -77,7 +78,7 @@ def test_a_bad_update_is_rejected_and_logged_with_site_and_reason(case, caplog):
         accepted, result = _run_round(agg, [good[0], _update("site-bad", data=data), good[1]])
     assert accepted == {"site-a": True, "site-bad": False, "site-b": True}
     for k, v in _mean(*good).items():  # the round went on with the two valid updates
-        np.testing.assert_allclose(result[k], v, rtol=1e-6)
+        np.testing.assert_allclose(result[k], v, rtol=1e-5, atol=1e-6)
     rejection = [
         r.getMessage() for r in caplog.records if "rejected the update of site-bad at round 0" in r.getMessage()
     ]
@@ -95,7 +96,7 @@ def test_a_huge_update_is_rejected_by_the_median_norm_bound(caplog):
         accepted, result = _run_round(agg, [good[0], _update("site-huge", scale=1e6), good[1]])
     assert all(accepted.values())  # the norm bound needs the whole round: decided in aggregate()
     for k, v in _mean(*good).items():
-        np.testing.assert_allclose(result[k], v, rtol=1e-6)
+        np.testing.assert_allclose(result[k], v, rtol=1e-5, atol=1e-6)
     assert [r["site"] for r in agg.rejections] == ["site-huge"]
     assert "is more than 10 x the median of the others" in agg.rejections[0]["reason"]
 
