@@ -1,7 +1,9 @@
 """Data augmentation transforms."""
 
+from fedgin.transforms.frequency import RandAmplitudeMix, RandAmplitudeMixd, amplitude_mix_batch, amplitude_spectrum
 from fedgin.transforms.gin import RandGIN, RandGINd, gin_batch
 from fedgin.transforms.randconv import RandConv, RandConvd, rand_conv_batch
 
 __all__ = ["RandGIN", "RandGINd", "gin_batch"]
 __all__ += ["RandConv", "RandConvd", "rand_conv_batch"]
+__all__ += ["RandAmplitudeMix", "RandAmplitudeMixd", "amplitude_mix_batch", "amplitude_spectrum"]
