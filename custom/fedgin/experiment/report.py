@@ -203,10 +203,16 @@ def plot_rounds(results: Sequence[Mapping], setting: str, path: Path) -> None:
     if not curves:
         return
     fig, ax = plt.subplots(figsize=(7, 4))
+    # Colour = site, line style = method, so curves of one site are easy to compare.
+    sites = sorted({site for _, site in curves})
+    methods = [m for m in METHOD_LABELS if any(m == k[0] for k in curves)]
+    styles = ["-", "--", ":", "-."]
     for (method, site), per_round in sorted(curves.items()):
         rounds = sorted(per_round)
-        ax.plot(rounds, [np.nanmean(per_round[k]) for k in rounds], marker=".",
+        ax.plot(rounds, [np.nanmean(per_round[k]) for k in rounds], marker=".", color=f"C{sites.index(site)}",
+                linestyle=styles[methods.index(method) % len(styles)],
                 label=f"{METHOD_LABELS.get(method, method)}, {site}")  # fmt: skip
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("round (global model received)")
     ax.set_ylabel("validation mean Dice")
     ax.set_ylim(0, 1)
