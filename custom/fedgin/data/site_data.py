@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import nibabel as nib
 import numpy as np
 import torch
 from monai.transforms import Compose, EnsureChannelFirstd, EnsureTyped, LoadImaged, Orientationd, Resized
@@ -88,10 +89,25 @@ def _finite_check(d: dict) -> dict:
     return d
 
 
+def _dimension_problem(array, what: str) -> str | None:
+    # After EnsureChannelFirst: a 3D volume is (1, H, W, D); a 2D image is (1, H, W); a 4D
+    # NIfTI (H, W, D, T) is (T, H, W, D).
+    shape = tuple(array.shape)
+    if len(shape) == 4 and shape[0] == 1:
+        return None
+    if len(shape) == 3 and shape[0] == 1:
+        return f"{what} is 2D (shape {shape[1:]}); a 3D volume is expected"
+    if len(shape) == 4:
+        return f"{what} is 4D ({shape[0]} volumes of {shape[1:]}); a single 3D volume is expected"
+    return f"{what} has {len(shape) - 1 if shape[0] == 1 else len(shape)} dimensions (array shape {shape}); 3D expected"
+
+
 def _shape_check(d: dict) -> dict:
     image, label = d["image"], d.get("label")
-    if image.ndim != 4 or image.shape[0] != 1:
-        raise DataError(f"expected a single-channel 3D image, got array shape {tuple(image.shape)}")
+    for array, what in ((image, "image"), (label, "label")):
+        problem = None if array is None else _dimension_problem(array, what)
+        if problem:
+            raise DataError(problem)
     if label is not None and tuple(label.shape[1:]) != tuple(image.shape[1:]):
         raise DataError(f"image shape {tuple(image.shape[1:])} and label shape {tuple(label.shape[1:])} differ")
     if label is not None and hasattr(image, "affine") and hasattr(label, "affine"):
@@ -138,6 +154,15 @@ def _resize_size(spatial_size: Sequence[int], spatial_dims: int) -> tuple[int, .
     raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
 
 
+def unreadable_file(path: str) -> str | None:
+    """Why nibabel cannot read ``path`` as NIfTI (corrupt, truncated, not NIfTI), or None if it can."""
+    try:
+        np.asarray(nib.load(path).dataobj)  # the header alone does not show a truncated volume
+    except Exception as e:
+        return f"{path}: not a readable NIfTI file, corrupt or truncated? ({type(e).__name__}: {e})"
+    return None
+
+
 def load_case(case: dict, transform: Compose) -> dict:
     """Run the volume pipeline on one datalist entry; errors name the files."""
     try:
@@ -146,8 +171,30 @@ def load_case(case: dict, transform: Compose) -> dict:
         cause = e
         while cause.__cause__ is not None and not isinstance(cause, DataError):
             cause = cause.__cause__
+        if not isinstance(cause, DataError):
+            # MONAI reports a file it cannot read as "cannot find a suitable reader ... install
+            # the reader libraries": ask nibabel which file is broken and why (on failure only).
+            for key in ("image", "label"):
+                problem = unreadable_file(case[key]) if key in case else None
+                if problem:
+                    raise DataError(problem) from e
         files = ", ".join(str(case[k]) for k in ("image", "label") if k in case)
         raise DataError(f"{files}: {cause}") from e
+
+
+def _check_listed_ids_occur(site: SiteConfig, organs: Sequence[str], cases: list[dict], unlabelled: list[str]):
+    """Label ids the site does not list are background by design (real label maps hold 100+
+    structures); but training labels holding NONE of the listed ids mean the ids are wrong
+    (e.g. another dataset's numbering), and training would learn background only."""
+    ids = sorted({i for o in organs for i in site.labels.get(o, ())})
+    for path in unlabelled:
+        logger.warning("%s: holds none of the label ids %s of the site config; background only", path, ids)
+    if cases and len(unlabelled) == len(cases):
+        found = np.unique(np.asarray(nib.load(unlabelled[0]).dataobj)).astype(int).tolist()
+        raise DataError(
+            f"{site.path}: 'labels' ids {ids} occur in none of the training labels; {unlabelled[0]} holds "
+            f"ids {found[:20]}: check the ids in 'labels'"
+        )
 
 
 def load_site_data(
@@ -181,6 +228,7 @@ def load_site_data(
     resize_label = Resized("label", spatial_size=size, mode="nearest-exact")
     rng = np.random.default_rng(seed)
     train, validation, test = None, [], []
+    unlabelled = []  # training label files holding none of the site's ids for the job's organs
     for split in splits:
         cases = site.cases(split)
         if split == "training" and not cases:
@@ -191,6 +239,8 @@ def load_site_data(
                 raise DataError(f"{site.datalist}: {split}[{i}] has no 'label'")
             d = load_case(case, transform)
             if split == "training":
+                if not bool((d["label"] > 0).any()):
+                    unlabelled.append(case["label"])
                 d = resize_label(resize_image(d))
                 img, lab = d["image"].as_tensor(), d["label"].as_tensor()
                 if spatial_dims == 2:
@@ -210,6 +260,7 @@ def load_site_data(
             if progress:
                 progress(f"{split} {i + 1}/{len(cases)}")
         if split == "training":
+            _check_listed_ids_occur(site, organs, cases, unlabelled)
             train = TrainSamples(torch.cat(images), torch.cat(labels))
     present = [o for o in organs if o in site.labels]
     if train is not None:
