@@ -15,10 +15,11 @@ import torch
 import torch.nn.functional as F
 from monai.metrics import DiceMetric
 
+from fedgin.augmentation import MULTI_VIEW, augment, augment_views, check_augmentation
 from fedgin.data.site_data import EvalVolume, TrainSamples
 from fedgin.losses import PARTIAL_LABEL_MODES, MarginalDiceCELoss
 from fedgin.model import DEFAULT_CHANNELS, DEFAULT_STRIDES, SegmentationUNet
-from fedgin.transforms import gin_batch
+from fedgin.transforms import ipa_consistency_loss
 
 
 @dataclass
@@ -66,6 +67,12 @@ class TrainConfig:
     # Organs a site does not label: "marginal" merges them into its background in the loss,
     # "background" teaches them as background there (the naive baseline).
     partial_labels: str = "marginal"
+    # Intensity augmentation family (fedgin.augmentation.AUGMENTATIONS). None: "gin" when
+    # gin.enabled, else "none". Options go to the family's batch function ("gin" uses gin's).
+    augmentation: str | None = None
+    augmentation_options: dict = field(default_factory=dict)
+    # Weight of the consistency loss between the views of multi-view families (GIN-IPA: 10).
+    consistency_weight: float = 10.0
     amp: bool = True
     seed: int = 0
 
@@ -87,6 +94,7 @@ class TrainConfig:
             if bad:
                 raise ValueError(f"unknown {name} option(s) {bad}; known: {sorted(kind.__dataclass_fields__)}")
         cfg = cls(model=ModelConfig(**model), gin=GINConfig(**gin), **raw)
+        check_augmentation(cfg.augmentation_kind, cfg.augmentation_options)
         if cfg.partial_labels not in PARTIAL_LABEL_MODES:
             raise ValueError(f"partial_labels must be one of {PARTIAL_LABEL_MODES}, got {cfg.partial_labels!r}")
         if len(cfg.spatial_size) != cfg.model.spatial_dims:
@@ -97,6 +105,18 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def augmentation_kind(self) -> str:
+        if self.augmentation is not None:
+            return self.augmentation
+        return "gin" if self.gin.enabled else "none"
+
+    def augmentation_kwargs(self) -> dict:
+        """Options of the augmentation's batch function; GIN's come from ``gin`` unless overridden."""
+        kind = self.augmentation_kind
+        base = self.gin.kwargs() if kind in ("gin", "gin_ipa") else {}
+        return {**base, **self.augmentation_options}
 
     @property
     def num_classes(self) -> int:
@@ -133,6 +153,8 @@ class Trainer:
         # Separate streams of randomness: batch order on CPU, GIN draws on the data's device.
         self.shuffle_generator = torch.Generator().manual_seed(config.seed)
         self.gin_generator = torch.Generator(device=self.device).manual_seed(config.seed + 1)
+        self.augmentation = config.augmentation_kind
+        self.augmentation_kwargs = config.augmentation_kwargs()
 
     # -- weights -----------------------------------------------------------------------------
     def get_weights(self) -> dict[str, np.ndarray]:
@@ -178,17 +200,27 @@ class Trainer:
                     x, y = x.pin_memory(), y.pin_memory()
                 x = x.to(self.device, non_blocking=True)
                 y = y.to(self.device, non_blocking=True).long()
-                if cfg.gin.enabled:
-                    x = gin_batch(x, generator=self.gin_generator, **cfg.gin.kwargs())
                 self.optimizer.zero_grad(set_to_none=True)
                 with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
-                    loss = self.loss_fn(self.model(x), y, labelled[idx])
+                    loss = self._loss(x, y, labelled[idx].to(self.device))
                 self.scaler.scale(loss).backward()
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
                 losses.append(float(loss.detach()))
                 steps += 1
         return {"loss": float(np.mean(losses)) if losses else math.nan, "steps": steps, "aborted": False}
+
+    def _loss(self, x: torch.Tensor, y: torch.Tensor, labelled: torch.Tensor) -> torch.Tensor:
+        """Augment the batch (on its device) and score it; multi-view families add consistency."""
+        if self.augmentation not in MULTI_VIEW:
+            x = augment(self.augmentation, x, self.gin_generator, self.augmentation_kwargs)
+            return self.loss_fn(self.model(x), y, labelled)
+        views = augment_views(self.augmentation, x, self.gin_generator, self.augmentation_kwargs)
+        n_views = views.shape[0] // x.shape[0]
+        logits = self.model(views)
+        repeat = (n_views,) + (1,) * (y.ndim - 1)
+        segmentation = self.loss_fn(logits, y.repeat(repeat), labelled.repeat(n_views, 1))
+        return segmentation + self.config.consistency_weight * ipa_consistency_loss(*logits.chunk(n_views))
 
     # -- evaluation --------------------------------------------------------------------------
     @torch.no_grad()
