@@ -64,6 +64,7 @@ def cmd_simulate(args) -> int:
     result = simulate(
         args.job, sites, args.workspace, num_rounds=args.rounds, executor_overrides=_gin_override(args),
         threads=args.threads, evaluate_split=None if args.no_eval else args.split, privacy=_privacy_override(args),
+        min_clients=args.min_clients, resume_from=args.resume_from, start_round=args.start_round,
     )  # fmt: skip
     _print_result(result)
     return 0
@@ -152,6 +153,8 @@ def experiment_config(args):
         zero_mri=False if args.no_zero_mri else None,
         partial_organs=tuple(o for o in partial.split(",") if o) if partial is not None else None,
         training=training,
+        augmentations=tuple(a for a in args.augmentations.split(",") if a) if args.augmentations else None,
+        augmentation_ratio=args.augmentation_ratio,
     )
 
 
@@ -270,6 +273,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the sites' filter of train results instead of the job's: e.g. gaussian,noise_multiplier=1,clip_norm=0.1"
         " (also percentile, svt, none; see poc/README.md)",
     )
+    p.add_argument("--min-clients", type=int, default=None, help="results a round needs (default: all sites)")
+    p.add_argument(
+        "--resume-from", default=None, metavar="FL_global_model.pt", help="start from a saved global model (resume)"
+    )
+    p.add_argument(
+        "--start-round", type=int, default=None, help="first round number when resuming (the rounds already done)"
+    )
     gin_flags(p)
     p.set_defaults(func=cmd_simulate)
 
@@ -374,6 +384,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="organs MRI sites lack in the partial-labels setting (default pancreas,gallbladder; '' skips)",
     )
     p.add_argument("--spatial-size", type=int, default=None, help="training slice size (default 64, quick 48)")
+    p.add_argument(
+        "--augmentations",
+        default=None,
+        help="compare these families with none and GIN (centralized, FedAvg): randconv,amplitude,gin_ipa",
+    )
+    p.add_argument("--augmentation-ratio", type=int, default=None, help="MRI:CT 1:k of that comparison (default 2)")
     p.add_argument("--verbose", action="store_true", help="show every run's per-round lines")
     p.set_defaults(func=cmd_experiment)
     add_prepare_parser(sub)

@@ -54,10 +54,13 @@ def train_local(
     pooled = TrainSamples.concat(parts, config.num_classes)
     trainer = Trainer(config)
     start = time.time()
+    steps = 0
     for epoch in range(epochs):
         stats = trainer.train_epochs(pooled, epochs=1)
+        steps += stats["steps"]
         if echo:
             echo(f"  epoch {epoch + 1}/{epochs}: loss {stats['loss']:.4f} ({time.time() - start:.0f} s)")
+    write_json(out / "train_stats.json", {"steps": steps, "train_s": time.time() - start, "epochs": epochs})
     model_path = out / "model.pt"
     torch.save({"model": trainer.model.state_dict()}, model_path)
     results = {}

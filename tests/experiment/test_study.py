@@ -17,6 +17,12 @@ def test_cli_quick_grid_is_the_quick_config():
     args = build_parser().parse_args(["experiment", "--seeds", "2", "--ratios", "1,5", "--partial-organs", ""])
     config = experiment_config(args)
     assert config.seeds == (0, 1) and config.ratios == (1, 5) and "partial_mri1_ct2" not in config.settings()
+    args = build_parser().parse_args(["experiment", "--ratios", "1", "--augmentations", "randconv,gin_ipa"])
+    config = experiment_config(args)
+    # The comparison's ratio (1:2) joins the grid with the baselines it is compared against.
+    assert config.settings()[:2] == ["mri1_ct1", "mri1_ct2"]
+    assert {"centralized_gin", "fedavg_randconv", "centralized_gin_ipa"} <= set(config.methods_for(2))
+    assert "fedavg_randconv" not in config.methods_for(1)
 
 
 @pytest.mark.simulator
@@ -25,6 +31,7 @@ def test_quick_study_runs_every_method_and_writes_the_report(tmp_path):
     config = ExperimentConfig.quick().with_overrides(
         rounds=2, training=TINY_TRAINING, phantom_size=0.4, phantom_cases={"CT": [2, 1, 1], "MR": [2, 1, 1]},
         methods=("local_ct", "local_mri", "centralized", "centralized_gin", "fedavg", "fedgin"),
+        augmentations=("randconv", "amplitude", "gin_ipa"),
     )  # fmt: skip
     lines = []
     outcome = run_grid(config, tmp_path / "study", REPO / "jobs", echo=lines.append)
@@ -41,6 +48,12 @@ def test_quick_study_runs_every_method_and_writes_the_report(tmp_path):
         assert f"| {label} |" in text or f" {label} |" in text
     assert "FedGIN over FedAvg, MRI" in text and "FedGIN as % of centralized, CT" in text
     assert "marginal loss over absent = background, MRI" in text
+    # The augmentation comparison: every family trained centralized and federated (through FLARE).
+    assert "## Augmentation families" in text and "**FedAvg, test on MRI**" in text
+    assert "| GIN-IPA |" in text and "extra vs none" in text
+    for family in ("randconv", "amplitude", "gin_ipa"):
+        run = next(r for r in outcome["results"] if r["method"] == f"fedavg_{family}")
+        assert run["augmentation"] == family and run["steps"] > 0 and run["progress"]
     with (report / "results.csv").open() as f:
         rows = list(csv.DictReader(f))
     fed = {(r["test_modality"], r["organ"]) for r in rows if r["method"] == "fedgin" and r["setting"] == "mri1_ct2"}

@@ -18,14 +18,20 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
 
-FEDERATED = ("fedavg", "fedgin", "fedgin_marginal", "fedgin_background")
 METHODS = ("local_ct", "local_mri", "centralized", "centralized_gin", "fedavg", "fedgin")
 # centralized_gin is an option (--methods): it costs as much as a federated run.
 DEFAULT_METHODS = ("local_ct", "local_mri", "centralized", "fedavg", "fedgin")
 ZERO_MRI_METHODS = ("local_ct", "local_ct_gin")
 PARTIAL_METHODS = ("fedgin_marginal", "fedgin_background")
-# Methods that use GIN; every other one trains on plain intensities.
+# Methods that use GIN; every other one trains on plain intensities unless it names its family.
 WITH_GIN = ("centralized_gin", "fedgin", "local_ct_gin", "fedgin_marginal", "fedgin_background")
+# Augmentation families compared against none and GIN (centralized and FedAvg): method names
+# centralized_<family> and fedavg_<family>.
+AUGMENTATION_FAMILIES = ("randconv", "amplitude", "gin_ipa")
+
+
+def augmentation_methods(families) -> tuple[str, ...]:
+    return tuple(f"{base}_{family}" for family in families for base in ("centralized", "fedavg"))
 
 
 @dataclass(frozen=True)
@@ -42,11 +48,19 @@ class Run:
 
     @property
     def federated(self) -> bool:
-        return self.method in FEDERATED
+        return self.method.startswith("fed")
+
+    @property
+    def augmentation(self) -> str:
+        """The intensity augmentation family this run trains with."""
+        for family in AUGMENTATION_FAMILIES:
+            if self.method.endswith(f"_{family}"):
+                return family
+        return "gin" if self.method in WITH_GIN else "none"
 
     @property
     def gin(self) -> bool:
-        return self.method in WITH_GIN
+        return self.augmentation == "gin"
 
 
 @dataclass
@@ -67,6 +81,9 @@ class ExperimentConfig:
         phantom_cases: training/validation/test cases per phantom site (only when the grid makes
             its own phantoms).
         phantom_size: phantom grid scale (1.0: 96×96×40 CT, 80×80×30 MRI; 0.75: 72×72×30, 60×60×22).
+        augmentations: families compared against no augmentation and GIN, for centralized and
+            FedAvg, in the ``augmentation_ratio`` setting (empty: no comparison).
+        augmentation_ratio: the MRI:CT ratio (k) of that comparison; it joins ``ratios``.
     """
 
     task: str = "abdomen"
@@ -81,6 +98,8 @@ class ExperimentConfig:
     training: dict = field(default_factory=lambda: {"spatial_size": [64, 64]})
     phantom_cases: dict = field(default_factory=lambda: {"CT": [10, 2, 4], "MR": [10, 2, 4]})
     phantom_size: float = 0.75
+    augmentations: tuple[str, ...] = ()
+    augmentation_ratio: int = 2
 
     @classmethod
     def quick(cls, task: str = "abdomen") -> ExperimentConfig:
@@ -103,6 +122,9 @@ class ExperimentConfig:
             raise ValueError("give at least one seed")
         if any(int(k) < 1 for k in self.ratios):
             raise ValueError(f"ratios are k of MRI:CT = 1:k with k >= 1, got {list(self.ratios)}")
+        bad = sorted(set(self.augmentations) - set(AUGMENTATION_FAMILIES))
+        if bad:
+            raise ValueError(f"unknown augmentation famil(ies) {bad}; known: {list(AUGMENTATION_FAMILIES)}")
         if self.rounds < 1 or self.local_epochs < 1:
             raise ValueError("rounds and local_epochs must be >= 1")
 
@@ -112,8 +134,22 @@ class ExperimentConfig:
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self)))
 
+    def ratio_list(self) -> list[int]:
+        ratios = [int(k) for k in self.ratios]
+        if self.augmentations and self.augmentation_ratio not in ratios:
+            ratios.append(int(self.augmentation_ratio))
+        return ratios
+
+    def methods_for(self, k: int) -> list[str]:
+        """Methods of the 1:k setting: the grid's, plus the augmentation comparison in its setting."""
+        methods = list(self.methods)
+        if self.augmentations and k == self.augmentation_ratio:
+            extra = ["centralized", "centralized_gin", "fedavg", "fedgin", *augmentation_methods(self.augmentations)]
+            methods += [m for m in extra if m not in methods]
+        return methods
+
     def settings(self) -> list[str]:
-        names = [ratio_setting(k) for k in self.ratios]
+        names = [ratio_setting(k) for k in self.ratio_list()]
         if self.zero_mri:
             names.append("mri0")
         if self.partial_organs:
@@ -124,8 +160,8 @@ class ExperimentConfig:
         """Every run of the grid, cheapest settings first so partial results come early."""
         runs = []
         for seed in self.seeds:
-            for k in self.ratios:
-                runs += [Run(ratio_setting(k), m, seed) for m in self.methods]
+            for k in self.ratio_list():
+                runs += [Run(ratio_setting(k), m, seed) for m in self.methods_for(k)]
             if self.zero_mri:
                 runs += [Run("mri0", m, seed) for m in ZERO_MRI_METHODS]
             if self.partial_organs:
@@ -135,7 +171,7 @@ class ExperimentConfig:
     def fingerprint(self, run: Run) -> str:
         """Hash of everything that decides a run's result: a finished run is reused only if it matches."""
         relevant = self.to_dict()
-        for key in ("ratios", "seeds", "methods", "zero_mri"):
+        for key in ("ratios", "seeds", "methods", "zero_mri", "augmentations", "augmentation_ratio"):
             relevant.pop(key)  # the grid's extent, not this run's content
         if not run.setting.startswith("partial"):
             relevant.pop("partial_organs")

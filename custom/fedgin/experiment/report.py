@@ -27,7 +27,22 @@ METHOD_LABELS = {
     "fedgin": "FedGIN",
     "fedgin_marginal": "FedGIN, marginal loss",
     "fedgin_background": "FedGIN, absent = background",
+    "centralized_randconv": "centralized + RandConv",
+    "fedavg_randconv": "FedAvg + RandConv",
+    "centralized_amplitude": "centralized + amplitude mix",
+    "fedavg_amplitude": "FedAvg + amplitude mix",
+    "centralized_gin_ipa": "centralized + GIN-IPA",
+    "fedavg_gin_ipa": "FedAvg + GIN-IPA",
 }
+FAMILY_LABELS = {"none": "none", "gin": "GIN", "randconv": "RandConv", "amplitude": "amplitude mix",
+                 "gin_ipa": "GIN-IPA"}  # fmt: skip
+# Method of each (base, family) pair in the augmentation comparison.
+FAMILY_METHODS = {
+    "centralized": {"none": "centralized", "gin": "centralized_gin", "randconv": "centralized_randconv",
+                    "amplitude": "centralized_amplitude", "gin_ipa": "centralized_gin_ipa"},
+    "FedAvg": {"none": "fedavg", "gin": "fedgin", "randconv": "fedavg_randconv", "amplitude": "fedavg_amplitude",
+               "gin_ipa": "fedavg_gin_ipa"},
+}  # fmt: skip
 # (new, old, what) pairs compared as relative gain (new - old) / old, as the paper's "498 %" is.
 GAINS = (
     ("fedgin", "fedavg", "FedGIN over FedAvg"),
@@ -148,12 +163,73 @@ def markdown(config: ExperimentConfig, results: Sequence[Mapping], failed: Mappi
         lines += [f"![Dice per organ, {setting}](dice_{setting}.png)", ""]
         if any(r["progress"] for r in results if r["setting"] == setting):
             lines += [f"![Validation Dice per round, {setting}](rounds_{setting}.png)", ""]
-    lines += ["## Training time per run (s, mean over seeds and settings)", "", "| method | s |", "|---|---|"]
+    if config.augmentations:
+        lines += augmentation_section(config, summary, results)
+    lines += [
+        "## Training time per run (mean over seeds and settings)",
+        "",
+        "Federated runs include FLARE's start-up and per-round cost; ms/step is wall time over optimizer steps.",
+        "",
+        "| method | s per run | ms per step |",
+        "|---|---|---|",
+    ]
     times: dict[str, list] = {}
+    per_step: dict[str, list] = {}
     for r in results:
         times.setdefault(r["method"], []).append(r["train_s"])
-    lines += [f"| {METHOD_LABELS.get(m, m)} | {np.mean(t):.0f} |" for m, t in times.items()]
+        if r.get("steps"):
+            per_step.setdefault(r["method"], []).append(1000 * r["train_s"] / r["steps"])
+    for m, t in times.items():
+        step = f"{np.mean(per_step[m]):.0f}" if m in per_step else "—"
+        lines.append(f"| {METHOD_LABELS.get(m, m)} | {np.mean(t):.0f} | {step} |")
     return "\n".join(lines) + "\n"
+
+
+def augmentation_section(config: ExperimentConfig, summary: dict, results: Sequence[Mapping]) -> list[str]:
+    """Each family against no augmentation and against GIN, per organ and test modality."""
+    from fedgin.experiment.grid import ratio_setting
+
+    setting = ratio_setting(config.augmentation_ratio)
+    families = ["none", "gin", *config.augmentations]
+    lines = [
+        f"## Augmentation families ({describe_setting(setting)})",
+        "",
+        "Cells: Dice (mean ± std over seeds), then the relative change against no augmentation and against GIN.",
+        "",
+    ]
+    for base, methods in FAMILY_METHODS.items():
+        for modality in MODALITIES:
+            lines += [f"**{base}, test on {modality}**", ""]
+            header = ["organ"] + [FAMILY_LABELS[f] for f in families]
+            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            organs = _organs(summary.get(setting, {}))
+            for organ in organs:
+                none = _get(summary, setting, methods["none"], modality, organ)
+                gin = _get(summary, setting, methods["gin"], modality, organ)
+                cells = []
+                for family in families:
+                    stats = _get(summary, setting, methods[family], modality, organ)
+                    cell = _cell(stats)
+                    if stats and family != "none":
+                        cell += f" ({_ratio_cell(stats, none, False)} vs none"
+                        cell += f", {_ratio_cell(stats, gin, False)} vs GIN)" if family != "gin" else ")"
+                    cells.append(cell)
+                lines.append("| " + " | ".join([f"**{organ}**" if organ == MEAN else organ] + cells) + " |")
+            lines.append("")
+    # Extra training cost of each family: time per optimizer step of the centralized runs (one process).
+    cost = {}
+    for family, method in FAMILY_METHODS["centralized"].items():
+        steps = [1000 * r["train_s"] / r["steps"] for r in results if r["method"] == method and r.get("steps")]
+        if steps:
+            cost[family] = float(np.mean(steps))
+    if "none" in cost:
+        lines += ["| family | ms per centralized step | extra vs none |", "|---|---|---|"]
+        for family in families:
+            if family in cost:
+                extra = 100 * (cost[family] - cost["none"]) / cost["none"]
+                lines.append(f"| {FAMILY_LABELS[family]} | {cost[family]:.0f} | {extra:+.0f} % |")
+        lines.append("")
+    return lines
 
 
 def plot_setting(summary_setting: Mapping, setting: str, path: Path) -> None:

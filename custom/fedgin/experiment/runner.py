@@ -56,6 +56,7 @@ def _overrides(config: ExperimentConfig, run: Run) -> dict:
         seed=run.seed,
         local_epochs=config.local_epochs,
         gin={**overrides.get("gin", {}), "enabled": run.gin},
+        augmentation=run.augmentation,
         partial_labels="background" if run.method == "fedgin_background" else "marginal",
     )
     return overrides
@@ -114,6 +115,14 @@ def _train_pooled(run: Run, config: ExperimentConfig, sites: SettingSites, jobs_
     return out / "model.pt", job, []
 
 
+def _steps(run: Run, out: Path, progress: list[dict]) -> int:
+    """Optimizer steps of the run, summed over sites (federated) or from the local run's stats."""
+    if run.federated:
+        return sum(int(p["steps"]) for p in progress)
+    stats = out / "train_stats.json"
+    return int(json.loads(stats.read_text())["steps"]) if stats.is_file() else 0
+
+
 def execute_run(
     run: Run,
     config: ExperimentConfig,
@@ -136,6 +145,8 @@ def execute_run(
         "seed": run.seed,
         "fingerprint": config.fingerprint(run),
         "train_s": train_s,
+        "augmentation": run.augmentation,
+        "steps": _steps(run, out, progress),
         "n_train_cases": {MODALITY_NAMES[sites.modality[n]]: 0 for n in sites.modality},
         **_score(model, job, sites),
         "progress": progress,
