@@ -11,6 +11,7 @@ import time
 import zlib
 from pathlib import Path
 
+import torch
 from nvflare.apis.dxo import DXO, DataKind, MetaKey, from_shareable
 from nvflare.apis.event_type import EventType
 from nvflare.apis.executor import Executor
@@ -21,6 +22,7 @@ from nvflare.apis.signal import Signal
 from nvflare.app_common.app_constant import AppConstants
 
 from fedgin.data.site_data import SiteData, load_site_data
+from fedgin.local_norm import LOCAL_NORM_FILE
 from fedgin.privacy.ledger import budget_spent, ledger_path
 from fedgin.progress import format_round
 from fedgin.site_config import SiteConfig, SiteConfigError, load_site_config
@@ -166,7 +168,10 @@ class SegmentationExecutor(Executor):
             return make_reply(ReturnCode.TASK_ABORTED)
         self.trained = True
 
-        local = self.trainer.get_weights()
+        if self.trainer.local_keys:
+            self._save_local_norm(fl_ctx)
+        # Local (domain-specific) norm weights never leave the site: the update holds the others.
+        local = self.trainer.get_shared_weights()
         diff = {k: local[k] - global_weights[k] for k in local}
         initial_metrics = _finite_metrics(initial)
         progress = format_round(
@@ -181,6 +186,14 @@ class SegmentationExecutor(Executor):
         result = dxo.to_shareable()
         result.set_header(AppConstants.CURRENT_ROUND, current_round)  # result filters see the round (noise seed)
         return result
+
+    def _save_local_norm(self, fl_ctx: FLContext) -> None:
+        """Keep this site's norm weights in its run folder: with the global model they make the site's model."""
+        if fl_ctx.get_engine() is None or fl_ctx.get_job_id() is None:
+            return
+        path = Path(fl_ctx.get_workspace().get_run_dir(fl_ctx.get_job_id())) / LOCAL_NORM_FILE
+        weights = self.trainer.get_weights()
+        torch.save({k: torch.as_tensor(weights[k]) for k in sorted(self.trainer.local_keys)}, path)
 
     def _validate(self, shareable: Shareable, fl_ctx: FLContext, abort_signal: Signal) -> Shareable:
         weights = self._received_weights(shareable)
@@ -199,4 +212,4 @@ class SegmentationExecutor(Executor):
     def _submit_model(self, fl_ctx: FLContext) -> Shareable:
         if not self.trained:
             return make_reply(ReturnCode.EMPTY_RESULT)
-        return DXO(data_kind=DataKind.WEIGHTS, data=self.trainer.get_weights()).to_shareable()
+        return DXO(data_kind=DataKind.WEIGHTS, data=self.trainer.get_shared_weights()).to_shareable()

@@ -18,6 +18,8 @@ PACKAGE_DIR = Path(fedgin.__file__).resolve().parent
 CLIENT_CONFIG = Path("app/config/config_fed_client.json")
 SERVER_CONFIG = Path("app/config/config_fed_server.json")
 EXECUTOR_PATH = "fedgin.executor.SegmentationExecutor"
+FAULTY_EXECUTOR_PATH = "fedgin.testing.faulty.FaultyExecutor"  # tests only: misbehaves on chosen sites
+AGGREGATOR_PATH = "fedgin.aggregation.RobustAggregator"
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
 
 
@@ -42,7 +44,7 @@ def executor_args(client_config: dict, path: Path | str = CLIENT_CONFIG) -> dict
     """The args of our executor in a client config (a live reference, for editing)."""
     for entry in client_config.get("executors", []):
         executor = entry.get("executor", {})
-        if executor.get("path") == EXECUTOR_PATH:
+        if executor.get("path") in (EXECUTOR_PATH, FAULTY_EXECUTOR_PATH):
             return executor.setdefault("args", {})
     raise JobError(f"{path}: no executor with path {EXECUTOR_PATH}")
 
@@ -54,6 +56,10 @@ def build_job(
     min_clients: int | None = None,
     executor_overrides: dict | None = None,
     privacy: dict | None = None,
+    executor_path: str | None = None,
+    aggregator: dict | None = None,
+    workflow: dict | None = None,
+    resume_from: str | Path | None = None,
 ) -> Path:
     """Copy ``job_dir`` to ``out_dir`` with our package in ``app/custom`` and optional overrides.
 
@@ -66,6 +72,13 @@ def build_job(
         privacy: replaces the sites' filters of ``train`` results, e.g. ``{"kind": "gaussian",
             "noise_multiplier": 1.0, "clip_norm": 1.0}`` or ``{"kind": "none"}``; the other keys
             are the filter's args (see :func:`fedgin.privacy.filters.privacy_filter_config`).
+        executor_path: replaces our executor's class (tests: :data:`FAULTY_EXECUTOR_PATH`).
+        aggregator: makes the server's aggregator a :class:`fedgin.aggregation.RobustAggregator`
+            with these args merged in (e.g. ``{"max_norm_ratio": 10}``).
+        workflow: merged into the ScatterAndGather args (``train_timeout``,
+            ``wait_time_after_min_received``, ``start_round``, ...).
+        resume_from: a saved global model (``FL_global_model.pt``) the persistor starts from
+            instead of a fresh model; pair it with ``workflow={"start_round": N}``.
 
     Returns:
         The path of the built job.
@@ -88,9 +101,27 @@ def build_job(
     if min_clients is not None:
         server["min_clients"] = int(min_clients)
         meta["min_clients"] = int(min_clients)
+    if aggregator is not None:
+        component = _component(server, "aggregator")
+        component["path"] = AGGREGATOR_PATH
+        component.setdefault("args", {}).update(aggregator)
+    if workflow:
+        _workflow(server, "ScatterAndGather").setdefault("args", {}).update(workflow)
+    if resume_from is not None:
+        checkpoint = Path(resume_from).resolve()
+        if not checkpoint.is_file():
+            raise JobError(f"cannot resume from {checkpoint}: no such file")
+        _component(server, "persistor").setdefault("args", {})["source_ckpt_file_full_name"] = str(checkpoint)
     write_json(out_dir / SERVER_CONFIG, server)
     write_json(out_dir / "meta.json", meta)
 
+    if executor_path:
+        client = read_json(out_dir / CLIENT_CONFIG)
+        executor_args(client, out_dir / CLIENT_CONFIG)  # checks ours is there
+        for entry in client["executors"]:
+            if entry.get("executor", {}).get("path") in (EXECUTOR_PATH, FAULTY_EXECUTOR_PATH):
+                entry["executor"]["path"] = executor_path
+        write_json(out_dir / CLIENT_CONFIG, client)
     if executor_overrides:
         client = read_json(out_dir / CLIENT_CONFIG)
         args = executor_args(client, out_dir / CLIENT_CONFIG)
@@ -124,6 +155,20 @@ def set_train_result_filter(client_config: dict, privacy: dict) -> None:
     if entry is not None:
         kept.append({"tasks": ["train"], "filters": [entry]})
     client_config["task_result_filters"] = kept
+
+
+def _component(server_config: dict, component_id: str) -> dict:
+    for component in server_config.get("components", []):
+        if component.get("id") == component_id:
+            return component
+    raise JobError(f"{SERVER_CONFIG}: no component with id {component_id!r}")
+
+
+def _workflow(server_config: dict, class_name: str) -> dict:
+    for workflow in server_config.get("workflows", []):
+        if workflow.get("path", "").rsplit(".", 1)[-1] == class_name:
+            return workflow
+    raise JobError(f"{SERVER_CONFIG}: no {class_name} workflow")
 
 
 def server_model_args(server_config: dict) -> dict:
@@ -163,6 +208,6 @@ def job_training_config(folder: str | Path):
 
     path = client_config_path(folder)
     args = dict(executor_args(read_json(path), path))
-    for name in ("train_task_name", "validate_task_name", "submit_model_task_name"):
+    for name in ("train_task_name", "validate_task_name", "submit_model_task_name", "fault"):
         args.pop(name, None)
     return TrainConfig.from_dict(args)

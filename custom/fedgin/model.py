@@ -27,6 +27,7 @@ class SegmentationUNet(UNet):
         num_res_units: int = 1,
         dropout: float = 0.0,
         init_seed: int | None = 0,
+        affine_norm: bool = False,
     ):
         if num_classes < 2:
             raise ValueError(f"num_classes counts the background too and must be >= 2, got {num_classes}")
@@ -44,7 +45,20 @@ class SegmentationUNet(UNet):
                 channels=tuple(channels),
                 strides=tuple(strides),
                 num_res_units=num_res_units,
-                norm="INSTANCE",
+                # Affine instance norm gives each norm layer a scale and shift: the parameters that
+                # domain-specific normalization (FedBN style) keeps at each site.
+                norm=("INSTANCE", {"affine": True}) if affine_norm else "INSTANCE",
                 dropout=dropout,
             )
         self.num_classes = num_classes
+
+
+def norm_parameter_names(model: torch.nn.Module) -> set[str]:
+    """State-dict keys of the model's normalization layers (instance, batch, group, layer norm)."""
+    norm_types = (torch.nn.modules.batchnorm._NormBase, torch.nn.GroupNorm, torch.nn.LayerNorm)
+    names = set()
+    for module_name, module in model.named_modules():
+        if isinstance(module, norm_types):
+            for key in module.state_dict():
+                names.add(f"{module_name}.{key}" if module_name else key)
+    return names

@@ -18,7 +18,7 @@ from monai.metrics import DiceMetric
 from fedgin.augmentation import MULTI_VIEW, augment, augment_views, check_augmentation
 from fedgin.data.site_data import EvalVolume, TrainSamples
 from fedgin.losses import PARTIAL_LABEL_MODES, MarginalDiceCELoss
-from fedgin.model import DEFAULT_CHANNELS, DEFAULT_STRIDES, SegmentationUNet
+from fedgin.model import DEFAULT_CHANNELS, DEFAULT_STRIDES, SegmentationUNet, norm_parameter_names
 from fedgin.transforms import ipa_consistency_loss
 
 
@@ -48,6 +48,7 @@ class ModelConfig:
     strides: tuple[int, ...] = DEFAULT_STRIDES
     num_res_units: int = 1
     dropout: float = 0.0
+    affine_norm: bool = False
 
 
 @dataclass
@@ -73,6 +74,9 @@ class TrainConfig:
     augmentation_options: dict = field(default_factory=dict)
     # Weight of the consistency loss between the views of multi-view families (GIN-IPA: 10).
     consistency_weight: float = 10.0
+    # Domain-specific normalization (FedBN style): the norm layers' scale and shift (affine instance
+    # norm) stay at each site; only the other weights are sent and averaged.
+    local_norm: bool = False
     amp: bool = True
     seed: int = 0
 
@@ -94,6 +98,8 @@ class TrainConfig:
             if bad:
                 raise ValueError(f"unknown {name} option(s) {bad}; known: {sorted(kind.__dataclass_fields__)}")
         cfg = cls(model=ModelConfig(**model), gin=GINConfig(**gin), **raw)
+        if cfg.local_norm:
+            cfg.model.affine_norm = True  # local norm layers need parameters to keep
         check_augmentation(cfg.augmentation_kind, cfg.augmentation_options)
         if cfg.partial_labels not in PARTIAL_LABEL_MODES:
             raise ValueError(f"partial_labels must be one of {PARTIAL_LABEL_MODES}, got {cfg.partial_labels!r}")
@@ -132,6 +138,7 @@ class TrainConfig:
             num_res_units=m.num_res_units,
             dropout=m.dropout,
             init_seed=self.seed,
+            affine_norm=m.affine_norm,
         )
 
 
@@ -153,6 +160,8 @@ class Trainer:
         # Separate streams of randomness: batch order on CPU, GIN draws on the data's device.
         self.shuffle_generator = torch.Generator().manual_seed(config.seed)
         self.gin_generator = torch.Generator(device=self.device).manual_seed(config.seed + 1)
+        # Keys that never leave this site and are never overwritten by the global model.
+        self.local_keys = norm_parameter_names(self.model) if config.local_norm else set()
         self.augmentation = config.augmentation_kind
         self.augmentation_kwargs = config.augmentation_kwargs()
 
@@ -160,9 +169,15 @@ class Trainer:
     def get_weights(self) -> dict[str, np.ndarray]:
         return {k: v.detach().cpu().numpy().copy() for k, v in self.model.state_dict().items()}
 
+    def get_shared_weights(self) -> dict[str, np.ndarray]:
+        """The weights this site sends: all but its local (domain-specific) ones."""
+        return {k: v for k, v in self.get_weights().items() if k not in self.local_keys}
+
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        """Load received weights; this site's local keys keep their own values."""
         own = self.model.state_dict()
-        missing = sorted(set(own) - set(weights))
+        weights = {k: v for k, v in weights.items() if k not in self.local_keys}
+        missing = sorted(set(own) - set(weights) - self.local_keys)
         unexpected = sorted(set(weights) - set(own))
         if missing or unexpected:
             raise ValueError(
@@ -173,7 +188,7 @@ class Trainer:
                 raise ValueError(
                     f"received weight {k!r} has shape {tuple(np.shape(v))}, this site's model has {tuple(own[k].shape)}"
                 )
-        self.model.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in weights.items()})
+        self.model.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in weights.items()}, strict=False)
 
     # -- training ----------------------------------------------------------------------------
     def train_epochs(
