@@ -153,6 +153,8 @@ def experiment_config(args):
         zero_mri=False if args.no_zero_mri else None,
         partial_organs=tuple(o for o in partial.split(",") if o) if partial is not None else None,
         training=training,
+        augmentations=tuple(a for a in args.augmentations.split(",") if a) if args.augmentations else None,
+        augmentation_ratio=args.augmentation_ratio,
     )
 
 
@@ -382,6 +384,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="organs MRI sites lack in the partial-labels setting (default pancreas,gallbladder; '' skips)",
     )
     p.add_argument("--spatial-size", type=int, default=None, help="training slice size (default 64, quick 48)")
+    p.add_argument(
+        "--augmentations",
+        default=None,
+        help="compare these families with none and GIN (centralized, FedAvg): randconv,amplitude,gin_ipa",
+    )
+    p.add_argument("--augmentation-ratio", type=int, default=None, help="MRI:CT 1:k of that comparison (default 2)")
     p.add_argument("--verbose", action="store_true", help="show every run's per-round lines")
     p.set_defaults(func=cmd_experiment)
     add_prepare_parser(sub)
