@@ -190,6 +190,8 @@ def persistor_model_args(config) -> dict:
         "num_res_units": m.num_res_units,
         "dropout": m.dropout,
         "init_seed": config.seed,
+        # Only when set, so jobs written before the option keep their exact model args.
+        **({"affine_norm": True} if m.affine_norm else {}),
     }
 
 
