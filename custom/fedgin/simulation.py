@@ -41,7 +41,20 @@ _PROGRESS = re.compile(r"\[fedgin\].*|Round \d+ started\.|Start Cross-Site Evalu
 
 
 class SimulationError(RuntimeError):
-    pass
+    """The simulator failed; ``global_model`` is the last global model it saved, if any."""
+
+    def __init__(self, message: str, global_model: Path | None = None):
+        super().__init__(message)
+        self.global_model = global_model
+
+
+# FLARE's server log line when a job is aborted (e.g. min_clients can no longer be met).
+_ABORT = re.compile(r"Aborting current RUN due to FATAL_SYSTEM_ERROR received: (.*)")
+
+
+def _abort_reason(log_file: Path) -> str | None:
+    match = _ABORT.search(log_file.read_text(errors="replace")) if log_file.is_file() else None
+    return match.group(1).strip() if match else None
 
 
 @dataclass
@@ -128,6 +141,12 @@ def simulate(
     echo: Callable[[str], None] | None = print,
     timeout_s: float | None = None,
     privacy: dict | None = None,
+    min_clients: int | None = None,
+    aggregator: dict | None = None,
+    workflow: dict | None = None,
+    executor_path: str | None = None,
+    resume_from: str | Path | None = None,
+    start_round: int | None = None,
 ) -> SimulationResult:
     """Build ``job_dir``, run it in the simulator on ``sites`` and score the final global model.
 
@@ -142,6 +161,12 @@ def simulate(
         echo: where progress lines go.
         timeout_s: kill the simulator after this long.
         privacy: the sites' filter of train results (see :func:`fedgin.jobs.build_job`).
+        min_clients: results a round waits for (default: all sites). Fewer lets the job go on
+            when a site fails; see ``wait_time_after_min_received`` for late sites.
+        aggregator, workflow, executor_path: see :func:`fedgin.jobs.build_job`.
+        resume_from: a saved global model to start from (e.g. ``results/FL_global_model.pt`` of an
+            earlier run); ``num_rounds`` then counts the rounds to add.
+        start_round: the round number the run starts at (resume: the rounds already done).
     """
     if len(sites) < 1:
         raise ValueError("give at least one site")
@@ -153,9 +178,21 @@ def simulate(
         load_site_config(path)  # fail before FLARE starts, with the file's name
     ws = Path(workspace).resolve()
     ws.mkdir(parents=True, exist_ok=True)
+    workflow = dict(workflow or {})
+    if start_round is not None:
+        workflow["start_round"] = int(start_round)
+    if resume_from is not None:
+        if not Path(resume_from).is_file():
+            raise SimulationError(f"cannot resume: {resume_from} does not exist")
+        # The model is copied in: FLARE's results replace the old run's, perhaps in this workspace.
+        resume_copy = ws / "resume_from.pt"
+        if Path(resume_from).resolve() != resume_copy:
+            shutil.copy2(resume_from, resume_copy)
+        resume_from = resume_copy
     job = build_job(
-        job_dir, ws / "job" / Path(job_dir).name, num_rounds, min_clients=len(sites),
-        executor_overrides=executor_overrides, privacy=privacy,
+        job_dir, ws / "job" / Path(job_dir).name, num_rounds, min_clients=min_clients or len(sites),
+        executor_overrides=executor_overrides, privacy=privacy, executor_path=executor_path, aggregator=aggregator,
+        workflow=workflow, resume_from=resume_from,
     )  # fmt: skip
     sim_ws = ws / "simulate"
     install_site_configs(sim_ws, sites)
@@ -164,10 +201,22 @@ def simulate(
     if echo:
         echo(f"Running {job.name} in the FLARE simulator: {len(sites)} sites ({', '.join(sites)}), {rounds} rounds")
     start = time.time()
-    records = run_simulator(job, sim_ws, list(sites), ws / "simulator.log", threads, echo, timeout_s)
+    model = sim_ws / GLOBAL_MODEL
+    model.unlink(missing_ok=True)  # none from an earlier run in this workspace
+    try:
+        records = run_simulator(job, sim_ws, list(sites), ws / "simulator.log", threads, echo, timeout_s)
+    except SimulationError as e:
+        # An aborted job keeps the global model of its last finished round: hand it over.
+        reason = _abort_reason(ws / "simulator.log")
+        message = f"{e}" + (f"; the job was aborted: {reason}" if reason else "")
+        if not model.is_file():
+            raise SimulationError(message) from None
+        (ws / "results").mkdir(exist_ok=True)
+        shutil.copy2(model, ws / "results" / "FL_global_model.pt")
+        message += f"; the last global model saved is {ws / 'results' / 'FL_global_model.pt'}"
+        raise SimulationError(message, ws / "results" / "FL_global_model.pt") from None
     wall = time.time() - start
 
-    model = sim_ws / GLOBAL_MODEL
     if not model.is_file():
         raise SimulationError(f"the job finished without a global model ({model}); see {ws / 'simulator.log'}")
     results = ws / "results"
