@@ -387,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--augmentations",
         default=None,
-        help="compare these families with none and GIN (centralized, FedAvg): randconv,amplitude,gin_ipa",
+        help="compare these families with none and GIN (centralized, FedAvg): randconv,amplitude,gin_ipa,local_norm",
     )
     p.add_argument("--augmentation-ratio", type=int, default=None, help="MRI:CT 1:k of that comparison (default 2)")
     p.add_argument("--verbose", action="store_true", help="show every run's per-round lines")

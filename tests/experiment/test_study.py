@@ -31,7 +31,7 @@ def test_quick_study_runs_every_method_and_writes_the_report(tmp_path):
     config = ExperimentConfig.quick().with_overrides(
         rounds=2, training=TINY_TRAINING, phantom_size=0.4, phantom_cases={"CT": [2, 1, 1], "MR": [2, 1, 1]},
         methods=("local_ct", "local_mri", "centralized", "centralized_gin", "fedavg", "fedgin"),
-        augmentations=("randconv", "amplitude", "gin_ipa"),
+        augmentations=("randconv", "amplitude", "gin_ipa", "local_norm"),
     )  # fmt: skip
     lines = []
     outcome = run_grid(config, tmp_path / "study", REPO / "jobs", echo=lines.append)
@@ -51,9 +51,13 @@ def test_quick_study_runs_every_method_and_writes_the_report(tmp_path):
     # The augmentation comparison: every family trained centralized and federated (through FLARE).
     assert "## Augmentation families" in text and "**FedAvg, test on MRI**" in text
     assert "| GIN-IPA |" in text and "extra vs none" in text
-    for family in ("randconv", "amplitude", "gin_ipa"):
+    for family in ("randconv", "amplitude", "gin_ipa", "local_norm"):
         run = next(r for r in outcome["results"] if r["method"] == f"fedavg_{family}")
         assert run["augmentation"] == family and run["steps"] > 0 and run["progress"]
+    assert "| local norm (FedBN) |" not in text.split("**centralized, test on CT**")[1].split("**FedAvg")[0]
+    # Domain-specific norm: each site was scored with the global model plus its own norm weights.
+    fedbn = tmp_path / "study/runs/mri1_ct2/fedavg_local_norm/seed0"
+    assert (fedbn / "site_model_site-ct.pt").is_file() and (fedbn / "site_model_site-mri.pt").is_file()
     with (report / "results.csv").open() as f:
         rows = list(csv.DictReader(f))
     fed = {(r["test_modality"], r["organ"]) for r in rows if r["method"] == "fedgin" and r["setting"] == "mri1_ct2"}

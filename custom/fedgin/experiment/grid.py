@@ -27,11 +27,19 @@ PARTIAL_METHODS = ("fedgin_marginal", "fedgin_background")
 WITH_GIN = ("centralized_gin", "fedgin", "local_ct_gin", "fedgin_marginal", "fedgin_background")
 # Augmentation families compared against none and GIN (centralized and FedAvg): method names
 # centralized_<family> and fedavg_<family>.
-AUGMENTATION_FAMILIES = ("randconv", "amplitude", "gin_ipa")
+# "local_norm" is domain-specific normalization (FedBN style), federated only: pooled in one process
+# there is no site to keep norm layers at.
+AUGMENTATION_FAMILIES = ("randconv", "amplitude", "gin_ipa", "local_norm")
+FEDERATED_ONLY = ("local_norm",)
 
 
 def augmentation_methods(families) -> tuple[str, ...]:
-    return tuple(f"{base}_{family}" for family in families for base in ("centralized", "fedavg"))
+    return tuple(
+        f"{base}_{family}"
+        for family in families
+        for base in ("centralized", "fedavg")
+        if not (base == "centralized" and family in FEDERATED_ONLY)
+    )
 
 
 @dataclass(frozen=True)

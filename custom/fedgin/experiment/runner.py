@@ -27,6 +27,7 @@ from fedgin.evaluation import evaluate_model, write_json
 from fedgin.experiment.grid import ExperimentConfig, Run
 from fedgin.experiment.sites import SettingSites, prepare_setting
 from fedgin.jobs import build_job, job_training_config
+from fedgin.local_norm import LOCAL_NORM_FILE, site_model
 
 MODALITY_NAMES = {"CT": "CT", "MR": "MRI"}
 
@@ -56,7 +57,8 @@ def _overrides(config: ExperimentConfig, run: Run) -> dict:
         seed=run.seed,
         local_epochs=config.local_epochs,
         gin={**overrides.get("gin", {}), "enabled": run.gin},
-        augmentation=run.augmentation,
+        augmentation="none" if run.augmentation == "local_norm" else run.augmentation,
+        local_norm=run.augmentation == "local_norm",
         partial_labels="background" if run.method == "fedgin_background" else "marginal",
     )
     return overrides
@@ -67,12 +69,16 @@ def _job_dir(jobs_dir: Path, config: ExperimentConfig, run: Run) -> Path:
     return jobs_dir / (f"fedgin_{config.task}" if run.gin else f"fedavg_{config.task}")
 
 
-def _score(model: Path, job: Path, sites: SettingSites) -> dict:
-    """Dice per organ per test modality, pooled over the volumes of that modality's sites."""
+def _score(model: Path | Mapping[str, Path], job: Path, sites: SettingSites) -> dict:
+    """Dice per organ per test modality, pooled over the volumes of that modality's sites.
+
+    ``model`` is one model for every site, or site name -> that site's model (domain-specific norm).
+    """
     config = job_training_config(job)
     per_modality: dict[str, list] = {}
     for name, path in sites.evaluate.items():
-        result = evaluate_model(model, path, split="test", config=config)
+        site_model = model[name] if isinstance(model, Mapping) else model
+        result = evaluate_model(site_model, path, split="test", config=config)
         per_modality.setdefault(MODALITY_NAMES[sites.modality[name]], []).extend(result["per_volume"])
     dice, mean, n_volumes = {}, {}, {}
     for modality, rows in per_modality.items():
@@ -96,7 +102,18 @@ def _train_federated(run: Run, config: ExperimentConfig, sites: SettingSites, jo
         executor_overrides=_overrides(config, run), evaluate_split=None, echo=echo,
     )  # fmt: skip
     progress = json.loads((result.workspace / "results" / "progress.json").read_text())
-    return result.global_model, out / "fl" / "job" / _job_dir(jobs_dir, config, run).name, progress
+    job = out / "fl" / "job" / _job_dir(jobs_dir, config, run).name
+    if run.augmentation != "local_norm":
+        return result.global_model, job, progress
+    # Domain-specific norm: each site is scored with the global model and its own norm weights;
+    # a site that did not train (zero-MRI labels) would have none, but local_norm runs always train.
+    models = {}
+    for name in sites.evaluate:
+        norms = result.workspace / "simulate" / name / "simulate_job" / LOCAL_NORM_FILE
+        if not norms.is_file():
+            raise FileNotFoundError(f"{run.name}: site {name} left no {LOCAL_NORM_FILE} ({norms})")
+        models[name] = site_model(result.global_model, norms, out / f"site_model_{name}.pt")
+    return models, job, progress
 
 
 def _train_pooled(run: Run, config: ExperimentConfig, sites: SettingSites, jobs_dir: Path, out: Path, echo):
