@@ -1,0 +1,1057 @@
+"""Performance bench of fedgin: GIN cost, FLARE overhead, data caching, scale and inference speed.
+
+One command measures every figure and writes ``bench_<device>.md`` (a table per section, with the
+targets and whether they are met) and ``bench_<device>.json`` (raw numbers, machine info) to
+``--out``; ``device`` is ``cuda`` when a GPU is used, else ``cpu``.
+
+    python bench/run_bench.py                                  # everything (~13 min on 2 idle CPU cores, estimated)
+    python bench/run_bench.py --only gin,infer                 # some sections
+    python bench/run_bench.py --smoke --out /tmp/bench         # tiny sizes: proves the script runs
+
+Sections (see bench/README.md for how to read them):
+
+* ``gin``: batched GIN against one training step of the default model on the same batch, and
+  against a per-sample Python loop of ``RandGIN`` (2D 16x1x128^2, 3D 2x1x96^3).
+* ``fl``: FLARE simulator (2 phantom sites, demo configuration) against the same training in one
+  plain process, at 2, 4 and 8 rounds; a linear fit splits fixed start-up cost and per-round cost.
+* ``data``: site data loaded once per job; rounds/s with and without that cache; peak RSS of a client.
+* ``scale``: 2, 4 and 8 simulated sites: wall per round and peak RSS per client process.
+* ``infer``: volumes per second of ``Trainer.predict`` + Dice on the phantoms' test volumes.
+
+Timings are medians of repeats after warm-up; ratios come from the same run. Heavy imports happen
+inside functions so that the plain-process baseline (``--plain-worker``, started by the ``fl`` and
+``data`` sections) pays only for what a plain training script needs, not for FLARE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+JOB_DIR = REPO / "jobs" / "fedgin_abdomen"
+SECTIONS = ("gin", "fl", "data", "scale", "infer")
+ABDOMEN = ["liver", "spleen", "kidney_right", "kidney_left", "pancreas", "gallbladder"]
+DEMO_ROUNDS = 30  # the demo job's num_rounds, for the extrapolated FLARE/plain ratio
+
+# Targets of the issue.
+GIN_MAX_SHARE = 0.02  # GIN <= 2 % of a training step
+FL_MAX_ROUND_OVERHEAD_S = 0.3
+FL_MAX_RATIO = 1.10
+CLIENT_MAX_RSS_MB = 1024
+
+# A tiny model for --smoke (as in bench/privacy_sweep.py): proves the pipeline, measures nothing.
+TINY_MODEL = {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1}
+
+# Rough seconds per section on 2 idle CPU cores (full / smoke), for the estimate printed first: worked out
+# from the demo's round times, not measured on an idle machine.
+ESTIMATE_S = {
+    "full": {"gin": 60, "fl": 370, "data": 90, "scale": 210, "infer": 70},
+    "smoke": {"gin": 10, "fl": 80, "data": 20, "scale": 70, "infer": 15},
+}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Everything --smoke shrinks."""
+
+    gin_2d: tuple[int, ...] = (16, 1, 128, 128)
+    gin_3d: tuple[int, ...] = (2, 1, 96, 96, 96)
+    gin_model: dict | None = None  # model overrides of the timed training step (None: default U-Net)
+    warmup: int = 2
+    repeats: int = 7
+    warmup_3d: int = 1
+    repeats_3d: int = 3
+    phantom_size: float = 1.0
+    phantom_max_cases: int | None = None
+    fl_rounds: tuple[int, ...] = (2, 4, 8)  # three points: the fit survives one noisy run better
+    fl_training: dict = field(default_factory=lambda: {"spatial_size": [96, 96]})  # fedgin.cli.DEMO_OVERRIDES
+    data_rounds: int = 3  # per mode (cached / reloading), interleaved
+    scale_sites: tuple[int, ...] = (2, 4, 8)
+    scale_rounds: int = 3
+    scale_cases: tuple[int, int] = (2, 1)  # training, validation cases per scale site
+    scale_phantom_size: float = 1.0
+    scale_training: dict | None = None  # None: the job's own 2D default (128 x 128)
+    infer_2d: dict = field(default_factory=dict)  # TrainConfig overrides; {}: the 2D default
+    infer_3d: dict = field(default_factory=lambda: {"spatial_size": (96, 96, 96), "model": {"spatial_dims": 3}})
+    infer_repeats: int = 3
+    timeout_s: float = 1800
+
+
+SMOKE = Sizes(
+    gin_2d=(4, 1, 32, 32),
+    gin_3d=(1, 1, 16, 16, 16),
+    gin_model=TINY_MODEL,
+    warmup=1,
+    repeats=3,
+    warmup_3d=1,
+    repeats_3d=2,
+    phantom_size=0.5,
+    phantom_max_cases=1,
+    fl_rounds=(1, 2),
+    fl_training={"spatial_size": [32, 32], "model": TINY_MODEL},
+    data_rounds=1,
+    scale_sites=(2, 4),
+    scale_rounds=2,
+    scale_cases=(1, 1),
+    scale_phantom_size=0.5,
+    scale_training={"spatial_size": [32, 32], "model": TINY_MODEL},
+    infer_2d={"spatial_size": (32, 32), "model": TINY_MODEL},
+    infer_3d={"spatial_size": (16, 16, 16), "model": {**TINY_MODEL, "spatial_dims": 3}},
+    infer_repeats=1,
+    timeout_s=900,
+)
+
+
+# -- small helpers ----------------------------------------------------------------------------------
+def median(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(statistics.median(values)) if values else None
+
+
+def rounded(value, digits: int = 4):
+    return None if value is None else round(float(value), digits)
+
+
+def met(value, limit) -> bool | None:
+    """value <= limit, or None when there is no value."""
+    return None if value is None else bool(value <= limit)
+
+
+def train_config(overrides: dict | None = None):
+    """A TrainConfig of the abdomen job with ``overrides`` (a dict of TrainConfig options)."""
+    from fedgin.training import TrainConfig
+
+    return TrainConfig.from_dict({"organs": ABDOMEN, **(overrides or {})})
+
+
+def sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_calls(fn: Callable[[], object], device, warmup: int, repeats: int) -> list[float]:
+    """Seconds per call of ``fn`` (``repeats`` timings after ``warmup`` untimed calls; CUDA synced)."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+class RssSampler:
+    """Samples the RSS of this process's descendants every ``interval`` s; keeps the peak per role.
+
+    Roles: ``client:<site>`` (a simulator worker process), ``simulator`` (FLARE's server/parent
+    processes), ``plain`` (the plain-process baseline).
+    """
+
+    def __init__(self, interval: float = 0.2):
+        self.interval = interval
+        self.peak_mb: dict[str, float] = {}
+        self._labels: dict[int, str | None] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @staticmethod
+    def _label(proc: psutil.Process) -> str | None:
+        cmd = proc.cmdline()
+        if any(part.endswith("simulator_worker") for part in cmd) and "--client" in cmd:
+            return f"client:{cmd[cmd.index('--client') + 1]}"
+        if any(part.endswith("simulator.simulator") for part in cmd):
+            return "simulator"
+        if "--plain-worker" in cmd:
+            return "plain"
+        return None
+
+    def sample(self) -> None:
+        for proc in psutil.Process().children(recursive=True):
+            try:
+                if proc.pid not in self._labels:
+                    self._labels[proc.pid] = self._label(proc)
+                label = self._labels[proc.pid]
+                if label:
+                    mb = proc.memory_info().rss / 2**20
+                    self.peak_mb[label] = max(self.peak_mb.get(label, 0.0), mb)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, IndexError):
+                continue
+
+    def _run(self) -> None:
+        while True:
+            self.sample()
+            if self._stop.wait(self.interval):
+                return
+
+    def clients(self) -> dict[str, float]:
+        return {k.split(":", 1)[1]: round(v, 1) for k, v in self.peak_mb.items() if k.startswith("client:")}
+
+
+@contextmanager
+def child_device(device) -> Iterator[None]:
+    """Children started inside use ``device``: on CPU, hide a present GPU from them (not from this process)."""
+    if device.type != "cpu":
+        yield
+        return
+    old = os.environ.get("CUDA_VISIBLE_DEVICES")
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["CUDA_VISIBLE_DEVICES"]
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = old
+
+
+# -- FLARE simulator runs and their logs -------------------------------------------------------------
+_STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) - ")
+_ROUND_STARTED = re.compile(r"Round (\d+) started\.")
+_READY = re.compile(r"\[fedgin\] (\S+): \S+ site ready on .* loaded in ([\d.]+) s")
+_TRAINED = re.compile(r"\[fedgin\] round (\d+)/\d+ (\S+): .* over \d+ steps \(([\d.]+) s\)")
+_CROSS_EVAL = re.compile(r"\[fedgin\] (\S+): model of \S+ val mean Dice")
+
+
+def parse_simulator_log(path: Path) -> dict:
+    """Timestamps (epoch s) of the events of a simulator log that the bench needs."""
+    events = {"first": None, "last": None, "round_started": {}, "ready": {}, "load_s": {}, "train_s": {}}
+    events.update(sag_done=None, cross_evals={})
+    for line in Path(path).read_text(errors="replace").splitlines():
+        stamp = _STAMP.match(line)
+        if not stamp:
+            continue
+        # The log is written in local time by the same machine, so it compares with time.time().
+        t = datetime.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        events["first"] = events["first"] or t
+        events["last"] = t
+        if m := _ROUND_STARTED.search(line):
+            events["round_started"].setdefault(int(m.group(1)), t)
+        elif m := _READY.search(line):
+            events["ready"].setdefault(m.group(1), []).append(t)
+            events["load_s"][m.group(1)] = float(m.group(2))
+        elif m := _TRAINED.search(line):
+            events["train_s"].setdefault(int(m.group(1)) - 1, {})[m.group(2)] = float(m.group(3))
+        elif m := _CROSS_EVAL.search(line):
+            events["cross_evals"][m.group(1)] = events["cross_evals"].get(m.group(1), 0) + 1
+        elif "Finished ScatterAndGather Training" in line:
+            events["sag_done"] = t
+    return events
+
+
+def round_walls(events: dict) -> dict[int, float]:
+    """Wall seconds of each round: from its start to the next round's start (or training's end)."""
+    starts = events["round_started"]
+    walls = {}
+    for k in sorted(starts):
+        end = starts.get(k + 1, events["sag_done"] if k == max(starts) else None)
+        if end is not None:
+            walls[k] = end - starts[k]
+    return walls
+
+
+def run_flare(ctx: Context, sites: dict[str, Path], rounds: int, training: dict | None, name: str) -> dict:
+    """One FLARE simulator run of the abdomen job; wall time, log breakdown, peak RSS per process."""
+    from fedgin.jobs import build_job
+    from fedgin.simulation import install_site_configs, run_simulator
+
+    ws = ctx.work / name
+    if ws.exists():
+        shutil.rmtree(ws)
+    job = build_job(JOB_DIR, ws / "job" / JOB_DIR.name, rounds, min_clients=len(sites), executor_overrides=training)
+    sim_ws = ws / "simulate"
+    install_site_configs(sim_ws, sites)
+    log_file = ws / "simulator.log"
+    omp = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // len(sites)))
+
+    def echo(line: str) -> None:
+        if "Round" in line:
+            ctx.log(f"    {name}: {line.strip()}")
+
+    with child_device(ctx.device), RssSampler() as rss:
+        start = time.time()
+        run_simulator(job, sim_ws, list(sites), log_file, len(sites), echo, ctx.sizes.timeout_s)
+        end = time.time()
+        rss.sample()
+    ev = parse_simulator_log(log_file)
+    walls = round_walls(ev)
+    steady = {k: w for k, w in walls.items() if k >= 1}  # round 0 waits for the clients to start
+    slowest = {k: max(ev["train_s"][k].values()) for k in steady if ev["train_s"].get(k)}
+    ready = max((max(ts) for ts in ev["ready"].values()), default=None)
+    started0 = ev["round_started"].get(0)
+    breakdown = {
+        "launch_to_first_log_s": ev["first"] - start if ev["first"] else None,
+        "first_log_to_round0_s": started0 - ev["first"] if started0 and ev["first"] else None,
+        "round0_to_all_sites_ready_s": ready - started0 if ready and started0 else None,
+        "site_data_load_s": ev["load_s"],
+        "round0_extra_s": walls[0] - median(steady.values()) if 0 in walls and steady else None,
+        "training_end_to_last_log_s": ev["last"] - ev["sag_done"] if ev["sag_done"] else None,
+        "last_log_to_exit_s": end - ev["last"] if ev["last"] else None,
+    }
+    return {
+        "rounds": rounds,
+        "sites": len(sites),
+        "omp_threads_per_client": int(omp),
+        "wall_s": end - start,
+        "round_wall_s": {str(k): rounded(w) for k, w in walls.items()},
+        "steady_round_s": rounded(median(steady.values())),
+        "slowest_site_task_s": rounded(median(slowest.values())),
+        "round_minus_slowest_task_s": rounded(median(steady[k] - slowest[k] for k in slowest)),
+        "data_loads_per_site": {site: len(ts) for site, ts in ev["ready"].items()},
+        "cross_site_evals_per_site": ev["cross_evals"],
+        "breakdown": {k: rounded(v, 3) if not isinstance(v, dict) else v for k, v in breakdown.items()},
+        "peak_rss_mb": {"clients": rss.clients(), "simulator": rounded(rss.peak_mb.get("simulator"), 1)},
+        "job": str(job),
+    }
+
+
+# -- the plain-process baseline ----------------------------------------------------------------------
+def percentile_filter_args(job: Path) -> dict | None:
+    """Args of the PercentilePrivacy filter on ``train`` results in a built job, if it has one."""
+    client = json.loads((job / "app/config/config_fed_client.json").read_text())
+    for group in client.get("task_result_filters", []):
+        if "train" in group.get("tasks", []):
+            for f in group.get("filters", []):
+                if f.get("path", "").endswith("PercentilePrivacy"):
+                    return f.get("args", {})
+    return None
+
+
+def percentile_privacy(diff: dict, steps: int, percentile: float = 10, gamma: float = 0.01, **_) -> dict:
+    """The arithmetic of FLARE's PercentilePrivacy filter (same work as in the FL job)."""
+    import numpy as np
+
+    delta = {k: v / max(steps, 1) for k, v in diff.items()}
+    cutoff = np.percentile(np.concatenate([np.abs(v.ravel()) for v in delta.values()]), percentile)
+    out = {}
+    for k, v in delta.items():
+        if np.ndim(v) == 0:
+            out[k] = v * steps
+            continue
+        v = v.copy()
+        v[(v > -cutoff) & (v < cutoff)] = 0.0
+        out[k] = np.clip(v, -gamma, gamma) * steps
+    return out
+
+
+def plain_worker(spec_path: str) -> int:
+    """The FL job's work without FLARE, in this one process: sites one after the other, then FedAvg.
+
+    Per round and site, as the executor does: load the global weights, score the validation split,
+    train the local epochs, diff, PercentilePrivacy; then the server's step-weighted average of the
+    diffs. After the rounds, each site scores the global model as often as the FLARE run's
+    cross-site validation did. ``reload: "alternate"`` reloads the site data on rounds 2, 4, ...
+    (round 0 is then a warm-up: first calls of the kernels, allocator and metric are slower).
+    """
+    created = psutil.Process().create_time()
+    import numpy as np
+    import torch
+    from fedgin.data.site_data import load_site_data
+    from fedgin.jobs import job_training_config
+    from fedgin.site_config import load_site_config
+    from fedgin.training import Trainer
+
+    imported = time.time()
+    spec = json.loads(Path(spec_path).read_text())
+    job, device = Path(spec["job"]), torch.device(spec["device"])
+    base = job_training_config(job)
+    filter_args = percentile_filter_args(job)
+
+    def load(site, cfg):
+        return load_site_data(
+            site, cfg.organs, cfg.spatial_size, cfg.model.spatial_dims, splits=("training", "validation"),
+            background_slice_fraction=cfg.background_slice_fraction, seed=cfg.seed,
+        )  # fmt: skip
+
+    sites = {}
+    for name, path in spec["sites"].items():
+        # The executor's per-site seed, so both runs see the same slices and draws.
+        cfg = replace(base, seed=base.seed + zlib.crc32(name.encode()) % 10_000)
+        site = load_site_config(path)
+        sites[name] = {"site": site, "cfg": cfg, "data": load(site, cfg), "trainer": Trainer(cfg, device)}
+    loaded = time.time()
+    weights = {k: v.detach().cpu().numpy().copy() for k, v in base.build_model().state_dict().items()}
+    records = []
+    for r in range(spec["rounds"]):
+        start, load_s = time.time(), 0.0
+        reload = spec.get("reload") == "alternate" and r > 0 and r % 2 == 0
+        diffs = []
+        for s in sites.values():
+            if reload:
+                t = time.time()
+                s["data"] = load(s["site"], s["cfg"])
+                load_s += time.time() - t
+            trainer = s["trainer"]
+            trainer.set_weights(weights)
+            trainer.evaluate(s["data"].validation, s["data"].present_organs)
+            stats = trainer.train_epochs(s["data"].train)
+            local = trainer.get_weights()
+            diff = {k: local[k] - weights[k] for k in local}
+            if filter_args is not None:
+                diff = percentile_privacy(diff, stats["steps"], **filter_args)
+            diffs.append((diff, stats["steps"]))
+        total = sum(n for _, n in diffs) or 1
+        weights = {k: (v + sum(d[k] * n for d, n in diffs) / total).astype(v.dtype) for k, v in weights.items()}
+        records.append({"round": r, "wall_s": time.time() - start, "reload": reload, "load_s": load_s})
+    trained = time.time()
+    for name, s in sites.items():
+        for _ in range(int(spec.get("cross_evals", {}).get(name, 0))):
+            s["trainer"].set_weights(weights)
+            s["trainer"].evaluate(s["data"].validation, s["data"].present_organs)
+    done = time.time()
+
+    def nbytes(data) -> int:
+        tensors = [data.train.images, data.train.labels] + [t for v in data.validation for t in (v.image, v.label)]
+        return sum(t.element_size() * t.nelement() for t in tensors)
+
+    out = {
+        "process_start_to_imports_s": imported - created,
+        "data_load_s": loaded - imported,
+        "rounds": records,
+        "cross_eval_s": done - trained,
+        "finite": bool(all(np.isfinite(v).all() for v in weights.values())),
+        "site_data_mb": {name: nbytes(s["data"]) / 2**20 for name, s in sites.items()},
+        "process_start": created,
+        "done": done,
+    }
+    Path(spec["out"]).write_text(json.dumps(out, indent=2) + "\n")
+    return 0
+
+
+def run_plain(ctx: Context, job: Path, sites: dict[str, Path], rounds: int, name: str, **spec) -> dict:
+    """Run :func:`plain_worker` in a fresh process; wall time from launch to exit, peak RSS."""
+    ws = ctx.work / name
+    ws.mkdir(parents=True, exist_ok=True)
+    spec_path, out = ws / "spec.json", ws / "result.json"
+    full = {"job": str(job), "sites": {k: str(v) for k, v in sites.items()}, "rounds": rounds, **spec}
+    full.update(device=ctx.device.type, out=str(out))
+    spec_path.write_text(json.dumps(full, indent=2))
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--plain-worker", str(spec_path)]
+    with child_device(ctx.device), RssSampler() as rss, open(ws / "plain.log", "w") as log:
+        start = time.time()
+        rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=ctx.sizes.timeout_s).returncode
+        end = time.time()
+    if rc != 0:
+        raise RuntimeError(f"plain-process run failed (exit {rc}); see {ws / 'plain.log'}")
+    result = json.loads(out.read_text())
+    # create_time has clock-tick resolution: clamp the tiny negative values it can give.
+    result.update(wall_s=end - start, launch_to_process_s=max(0.0, result.pop("process_start") - start))
+    result["exit_s"] = end - result.pop("done")
+    result["peak_rss_mb"] = rounded(rss.peak_mb.get("plain"), 1)
+    return result
+
+
+# -- the run's context -------------------------------------------------------------------------------
+class Context:
+    """Options, device, work folder, phantoms (made on first use) and a progress printer."""
+
+    def __init__(self, args, sizes: Sizes, device, work: Path):
+        self.args, self.sizes, self.device, self.work = args, sizes, device, work
+        self.t0 = time.time()
+        self._phantoms: dict[str, dict[str, Path]] = {}
+        self.flare_runs: list[dict] = []  # every simulator run, for the data section's figures
+
+    def log(self, message: str) -> None:
+        print(f"[{time.time() - self.t0:6.0f} s] {message}", flush=True)
+
+    def phantoms(self) -> dict[str, Path]:
+        """The default phantom sites (site-ct, site-mri), generated once."""
+        if "default" not in self._phantoms:
+            from fedgin.phantoms import generate_phantom_dataset
+
+            self.log("generating the phantom sites ...")
+            self._phantoms["default"] = generate_phantom_dataset(
+                "abdomen", self.work / "phantoms", seed=0, size=self.sizes.phantom_size,
+                max_cases=self.sizes.phantom_max_cases, num_workers=os.cpu_count() or 1,
+            )  # fmt: skip
+        return self._phantoms["default"]
+
+    def scale_phantoms(self, n: int) -> dict[str, Path]:
+        """``n`` small phantom sites, half CT and half MR (the largest n is generated once)."""
+        if "scale" not in self._phantoms:
+            from fedgin.phantoms import PhantomSiteSpec, generate_phantom_dataset
+            from fedgin.phantoms.case import DEFAULT_GRID
+
+            n_train, n_val = self.sizes.scale_cases
+            specs = []
+            for i in range(max(self.sizes.scale_sites)):
+                modality = "CT" if i % 2 == 0 else "MR"
+                shape, spacing, orientation = DEFAULT_GRID[modality]
+                name = f"site-{i + 1:02d}-{modality.lower()}"
+                spec = PhantomSiteSpec(name, modality, n_train, n_val, 0, shape, spacing, orientation)
+                specs.append(spec.scaled(self.sizes.scale_phantom_size))
+            self.log(f"generating {len(specs)} small phantom sites ...")
+            self._phantoms["scale"] = generate_phantom_dataset(
+                "abdomen", self.work / "phantoms_scale", seed=0, sites=specs, num_workers=os.cpu_count() or 1
+            )
+        return dict(list(self._phantoms["scale"].items())[:n])
+
+
+# -- sections ----------------------------------------------------------------------------------------
+def bench_gin(ctx: Context) -> dict:
+    """Batched GIN vs one training step (forward, loss, backward, AdamW) vs a per-sample loop."""
+    import torch
+    from fedgin.training import Trainer
+    from fedgin.transforms import RandGIN, gin_batch
+
+    sz, device = ctx.sizes, ctx.device
+    cases = {}
+    for case, shape, warmup, repeats in (
+        ("2d", sz.gin_2d, sz.warmup, sz.repeats),
+        ("3d", sz.gin_3d, sz.warmup_3d, sz.repeats_3d),
+    ):
+        dims = len(shape) - 2
+        model = {**(sz.gin_model or {}), "spatial_dims": dims}
+        cfg = train_config({"spatial_size": list(shape[2:]), "model": model})
+        trainer = Trainer(cfg, device)  # the project's model, AdamW, loss (MONAI DiceCELoss) and AMP setting
+        gen = torch.Generator(device=device).manual_seed(0)
+        x = torch.rand(shape, generator=gen, device=device)
+        y = torch.randint(0, cfg.num_classes, shape, generator=gen, device=device)
+        labelled = torch.ones(shape[0], cfg.num_classes, dtype=torch.bool)
+        kwargs = cfg.gin.kwargs()
+        rand_gin = RandGIN(**kwargs)
+        rand_gin.set_random_state(0)
+
+        def step(trainer=trainer, x=x, y=y, labelled=labelled):
+            # Trainer.train_epochs' step, GIN aside.
+            trainer.model.train()
+            trainer.optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=trainer.use_amp):
+                loss = trainer.loss_fn(trainer.model(x), y, labelled)
+            trainer.scaler.scale(loss).backward()
+            trainer.scaler.step(trainer.optimizer)
+            trainer.scaler.update()
+            return float(loss.detach())
+
+        def batched(x=x, gen=gen, kwargs=kwargs):
+            return gin_batch(x, generator=gen, **kwargs)
+
+        def loop(x=x, rand_gin=rand_gin):
+            return torch.stack([rand_gin(x[i]) for i in range(x.shape[0])])
+
+        ctx.log(f"  gin {case}: batch {tuple(shape)} on {device} ...")
+        gin_s = median(time_calls(batched, device, warmup + 1, max(repeats, 5) * 3))
+        loop_s = median(time_calls(loop, device, warmup + 1, max(repeats, 5) * 3))
+        step_s = median(time_calls(step, device, warmup, repeats))
+        share = gin_s / step_s
+        cases[case] = {
+            "batch": list(shape),
+            "gin_batched_ms": rounded(gin_s * 1e3, 3),
+            "gin_loop_ms": rounded(loop_s * 1e3, 3),
+            "train_step_ms": rounded(step_s * 1e3, 2),
+            "gin_share_of_step": rounded(share, 5),
+            "loop_over_batched": rounded(loop_s / gin_s, 2),
+            "target_share": GIN_MAX_SHARE,
+            "met": met(share, GIN_MAX_SHARE),
+            "model": cfg.to_dict()["model"],
+            "amp": trainer.use_amp,
+        }
+        ctx.log(
+            f"  gin {case}: GIN {gin_s * 1e3:.2f} ms, loop {loop_s * 1e3:.2f} ms, step {step_s * 1e3:.0f} ms "
+            f"-> GIN = {share:.2%} of a step"
+        )
+        del trainer
+    return {"cases": cases}
+
+
+def _fit(rounds: list[int], walls: list[float]) -> tuple[float | None, float | None]:
+    """Least-squares wall = fixed + rounds * per_round; None without two distinct round counts."""
+    import numpy as np
+
+    if len(set(rounds)) < 2:
+        return None, None
+    slope, intercept = np.polyfit(np.asarray(rounds, float), np.asarray(walls, float), 1)
+    return float(intercept), float(slope)
+
+
+def bench_fl(ctx: Context) -> dict:
+    """FLARE simulator vs the same training in one plain process, at several round counts."""
+    sites = ctx.phantoms()
+    runs = []
+    for rounds in ctx.sizes.fl_rounds:
+        ctx.log(f"  fl: FLARE simulator, {len(sites)} sites, {rounds} rounds ...")
+        flare = run_flare(ctx, sites, rounds, ctx.sizes.fl_training, f"fl_flare_r{rounds}")
+        ctx.flare_runs.append(flare)
+        ctx.log(f"  fl: plain process, {rounds} rounds ...")
+        evals = flare["cross_site_evals_per_site"]
+        plain = run_plain(ctx, Path(flare["job"]), sites, rounds, f"fl_plain_r{rounds}", cross_evals=evals)
+        runs.append({"rounds": rounds, "flare": flare, "plain": plain, "ratio": flare["wall_s"] / plain["wall_s"]})
+        ctx.log(f"  fl: {rounds} rounds: FLARE {flare['wall_s']:.1f} s, plain {plain['wall_s']:.1f} s")
+    r = [x["rounds"] for x in runs]
+    f_fixed, f_round = _fit(r, [x["flare"]["wall_s"] for x in runs])
+    p_fixed, p_round = _fit(r, [x["plain"]["wall_s"] for x in runs])
+    fit = {"flare_fixed_s": f_fixed, "flare_per_round_s": f_round}
+    fit.update(plain_fixed_s=p_fixed, plain_per_round_s=p_round)
+    overhead = f_round - p_round if f_round is not None else None
+    fixed = f_fixed - p_fixed if f_fixed is not None else None
+    ratio_demo = None
+    if f_fixed is not None and p_fixed + DEMO_ROUNDS * p_round > 0:  # a noisy fit can extrapolate below zero
+        ratio_demo = (f_fixed + DEMO_ROUNDS * f_round) / (p_fixed + DEMO_ROUNDS * p_round)
+    longest = runs[-1]
+    plain_rounds = [x["wall_s"] for x in longest["plain"]["rounds"]]
+    return {
+        "sites": list(sites),
+        "training": ctx.sizes.fl_training,
+        "runs": runs,
+        "fit": {k: rounded(v) for k, v in fit.items()},
+        "flare_fixed_startup_s": rounded(fixed),
+        "per_round_overhead_s": rounded(overhead),
+        "per_round_overhead_met": met(overhead, FL_MAX_ROUND_OVERHEAD_S),
+        "ratio_measured": rounded(longest["ratio"]),
+        "ratio_measured_rounds": longest["rounds"],
+        "ratio_demo_extrapolated": rounded(ratio_demo),
+        "ratio_demo_met": met(ratio_demo, FL_MAX_RATIO),
+        "steady_round": {
+            "flare_round_s": longest["flare"]["steady_round_s"],
+            "flare_slowest_site_task_s": longest["flare"]["slowest_site_task_s"],
+            "flare_round_minus_slowest_task_s": longest["flare"]["round_minus_slowest_task_s"],
+            "plain_round_s": rounded(median(plain_rounds[1:] or plain_rounds)),
+        },
+    }
+
+
+def bench_data(ctx: Context) -> dict:
+    """Data loaded once per site per job; rounds/s with and without the cache; peak RSS of a client."""
+    sites = ctx.phantoms()
+    if not ctx.flare_runs:  # the fl section did not run: one short simulator run for its log and RSS
+        ctx.log("  data: FLARE simulator, 2 rounds (for the loads per site and the clients' RSS) ...")
+        ctx.flare_runs.append(run_flare(ctx, sites, 2, ctx.sizes.fl_training, "data_flare_r2"))
+    flare = ctx.flare_runs[-1]
+    loads = {}
+    for run in ctx.flare_runs:
+        for site, n in run["data_loads_per_site"].items():
+            loads[site] = max(loads.get(site, 0), n)
+    n = ctx.sizes.data_rounds
+    ctx.log(f"  data: plain process, a warm-up round then {2 * n} rounds alternating cached / reloaded data ...")
+    plain = run_plain(ctx, Path(flare["job"]), sites, 1 + 2 * n, "data_plain", reload="alternate")
+    cached = median(r["wall_s"] for r in plain["rounds"][1:] if not r["reload"])
+    reloaded = median(r["wall_s"] for r in plain["rounds"] if r["reload"])
+    clients = {}
+    for run in ctx.flare_runs:
+        for site, mb in run["peak_rss_mb"]["clients"].items():
+            clients[site] = max(clients.get(site, 0.0), mb)
+    return {
+        "loads_per_site_per_job": loads,
+        "loaded_once": bool(loads) and all(v == 1 for v in loads.values()),
+        "cached_round_s": rounded(cached),
+        "reloaded_round_s": rounded(reloaded),
+        "rounds_per_s_cached": rounded(1 / cached if cached else None),
+        "rounds_per_s_reloaded": rounded(1 / reloaded if reloaded else None),
+        "reload_s_per_round": rounded(median(r["load_s"] for r in plain["rounds"] if r["reload"])),
+        "site_data_mb": {k: round(v, 1) for k, v in plain["site_data_mb"].items()},
+        "peak_rss_mb_per_client": clients,
+        "peak_rss_mb_simulator": max((r["peak_rss_mb"]["simulator"] or 0) for r in ctx.flare_runs),
+        "peak_rss_mb_plain_process": plain["peak_rss_mb"],
+        "plain": plain,
+    }
+
+
+def bench_scale(ctx: Context) -> dict:
+    """2, 4, 8 simulated sites (one thread each): wall per round and peak RSS per client process."""
+    rows = []
+    for n in ctx.sizes.scale_sites:
+        sites = ctx.scale_phantoms(n)
+        ctx.log(f"  scale: FLARE simulator, {n} sites, {ctx.sizes.scale_rounds} rounds ...")
+        run = run_flare(ctx, sites, ctx.sizes.scale_rounds, ctx.sizes.scale_training, f"scale_{n}")
+        clients = run["peak_rss_mb"]["clients"]
+        peak = max(clients.values()) if clients else None
+        started = run["breakdown"]
+        startup = sum(
+            started[k] or 0 for k in ("launch_to_first_log_s", "first_log_to_round0_s", "round0_to_all_sites_ready_s")
+        )
+        rows.append({
+            "sites": n,
+            "omp_threads_per_client": run["omp_threads_per_client"],
+            "steady_round_s": run["steady_round_s"],
+            "startup_until_all_ready_s": rounded(startup, 2),
+            "wall_s": rounded(run["wall_s"], 2),
+            "peak_rss_mb_client_max": rounded(peak, 1),
+            "peak_rss_mb_client_mean": rounded(statistics.mean(clients.values()), 1) if clients else None,
+            "peak_rss_mb_simulator": run["peak_rss_mb"]["simulator"],
+            "target_client_mb": CLIENT_MAX_RSS_MB,
+            "met": met(peak, CLIENT_MAX_RSS_MB),
+            "run": run,
+        })  # fmt: skip
+        ctx.log(f"  scale: {n} sites: {run['steady_round_s']} s per round, peak client RSS {peak} MB")
+    return {"training": ctx.sizes.scale_training or "job default (2D, 128 x 128)", "rows": rows}
+
+
+def bench_infer(ctx: Context) -> dict:
+    """Volumes per second of Trainer.predict + Dice (dice_per_volume) on the phantoms' test volumes."""
+    import torch
+    from fedgin.data.site_data import load_site_data
+    from fedgin.site_config import load_site_config
+    from fedgin.training import Trainer, dice_per_volume
+
+    sites = ctx.phantoms()
+    devices = [torch.device("cpu")] + ([ctx.device] if ctx.device.type == "cuda" else [])
+    rows = []
+    for name, overrides in (("2d", ctx.sizes.infer_2d), ("3d", ctx.sizes.infer_3d)):
+        cfg = train_config(overrides)
+        volumes = []
+        for path in sites.values():
+            site = load_site_config(path)
+            data = load_site_data(site, cfg.organs, cfg.spatial_size, cfg.model.spatial_dims, splits=("test",))
+            volumes += data.test
+        if not volumes:
+            raise RuntimeError("the phantom sites have no test volumes")
+        for device in devices:
+            trainer = Trainer(cfg, device)  # untrained weights: the speed does not depend on them
+            ctx.log(f"  infer {name}: {len(volumes)} test volumes on {device} ...")
+            dice_per_volume(trainer, volumes[:1])  # warm-up: allocator, kernels, MONAI metric set-up
+            passes = time_calls(lambda t=trainer, v=volumes: dice_per_volume(t, v), device, 0, ctx.sizes.infer_repeats)
+            per_pass = median(passes)
+            rows.append({
+                "model": name,
+                "spatial_size": list(cfg.spatial_size),
+                "device": str(device),
+                "amp": trainer.use_amp,
+                "volumes": len(volumes),
+                "s_per_volume": rounded(per_pass / len(volumes), 4),
+                "volumes_per_s": rounded(len(volumes) / per_pass, 3),
+                "voxels_per_volume_mean": int(statistics.mean(v.label.numel() for v in volumes)),
+            })  # fmt: skip
+            ctx.log(f"  infer {name} on {device}: {rows[-1]['volumes_per_s']} volumes/s")
+    return {"rows": rows, "weights": "untrained (speed only)"}
+
+
+# -- report ------------------------------------------------------------------------------------------
+def machine_info(device) -> dict:
+    import monai
+    import torch
+
+    info = {
+        "cpu_count": os.cpu_count(),
+        "cpu_model": platform.processor() or platform.machine(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "monai": monai.__version__,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "platform": platform.platform(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+    try:
+        from importlib.metadata import version
+
+        info["nvflare"] = version("nvflare")
+    except Exception:
+        info["nvflare"] = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu_model"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return info
+
+
+def _v(value, fmt: str = "{:.3f}", none: str = "-") -> str:
+    return none if value is None else fmt.format(value)
+
+
+def _ok(flag) -> str:
+    return {True: "met", False: "**not met**", None: "-"}[flag]
+
+
+def markdown(report: dict) -> str:
+    m, s = report["machine"], report["sections"]
+    lines = [
+        f"# fedgin bench ({report['device']}{', smoke sizes: checks the script, measures nothing' * report['smoke']})",
+        "",
+        f"{report['started']}; {m['cpu_count']} CPU cores ({m['cpu_model']}), {m['memory_gb']} GB RAM, "
+        f"device {m['device']}{' (' + m['device_name'] + ')' if m['device_name'] else ''}; torch {m['torch']}, "
+        f"MONAI {m['monai']}, NVFLARE {m['nvflare']}, Python {m['python']}. Load average at start "
+        f"{m['load_average_at_start']}, at end {report['load_average_at_end']} (a busy machine slows everything).",
+        "",
+        "Medians of repeats after warm-up; ratios compare figures of this one run. Raw numbers: the JSON file.",
+        "",
+    ]
+    busiest = max(m["load_average_at_start"][0], report["load_average_at_end"][0])
+    if busiest >= m["cpu_count"]:
+        lines += [
+            f"**Warning: the load average reached {busiest:.1f} on {m['cpu_count']} cores: the machine was busy and "
+            "these timings are not representative** (torch's OpenMP threads stall when other processes hold the "
+            "cores; small operations then slow down many-fold).",
+            "",
+        ]
+    for name, section in s.items():
+        if "error" in section:
+            lines += [f"## {name}", "", f"failed: `{section['error']}`", ""]
+            continue
+        lines += globals()[f"_md_{name}"](section) + [f"({section['elapsed_s']:.0f} s)", ""]
+    return "\n".join(lines)
+
+
+def _md_gin(sec: dict) -> list[str]:
+    lines = [
+        "## 1. GIN cost",
+        "",
+        "Batched `gin_batch` (one grouped conv per layer for the whole batch) against one training step of the",
+        "default U-Net on the same batch and device (forward, MarginalDiceCELoss = MONAI DiceCELoss, backward,",
+        "AdamW step; AMP on CUDA as in `Trainer`) and against `RandGIN` applied sample by sample in a Python loop.",
+        "",
+        "| case | batch | GIN batched (ms) | per-sample loop (ms) | training step (ms) | GIN / step | loop / batched "
+        "| target GIN <= 2 % of a step |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for case, c in sec["cases"].items():
+        lines.append(
+            f"| {case.upper()} | {'x'.join(map(str, c['batch']))} | {c['gin_batched_ms']:.2f} | {c['gin_loop_ms']:.2f} "
+            f"| {c['train_step_ms']:.1f} | {c['gin_share_of_step']:.2%} | {c['loop_over_batched']:.1f}x "
+            f"| {_ok(c['met'])} |"
+        )
+    return lines + [""]
+
+
+def _md_fl(sec: dict) -> list[str]:
+    fit = sec["fit"]
+    lines = [
+        "## 2. FL overhead",
+        "",
+        f"FLARE simulator, {len(sec['sites'])} phantom sites ({', '.join(sec['sites'])}), 1 local epoch, training "
+        f"`{json.dumps(sec['training'])}`, against the same work in one plain process (per round and site: global",
+        "weights in, validation score, local epoch, diff, PercentilePrivacy; then the step-weighted average; after",
+        "the rounds each site scores the global model as often as FLARE's cross-site validation did). The",
+        "simulator trains the sites in **parallel** processes with OMP_NUM_THREADS = cores / sites; the plain",
+        "process trains them **one after the other** with all cores. Wall times run from launch to exit.",
+        "",
+        "| rounds | FLARE wall (s) | plain wall (s) | FLARE / plain |",
+        "|---|---|---|---|",
+    ]
+    for run in sec["runs"]:
+        lines.append(
+            f"| {run['rounds']} | {run['flare']['wall_s']:.1f} | {run['plain']['wall_s']:.1f} | {run['ratio']:.3f} |"
+        )
+    lines += [
+        "",
+        "Linear fit wall = fixed + rounds x per_round:",
+        "",
+        "| | fixed (s) | per round (s) |",
+        "|---|---|---|",
+        f"| FLARE | {_v(fit['flare_fixed_s'], '{:.2f}')} | {_v(fit['flare_per_round_s'])} |",
+        f"| plain | {_v(fit['plain_fixed_s'], '{:.2f}')} | {_v(fit['plain_per_round_s'])} |",
+        f"| FLARE - plain | {_v(sec['flare_fixed_startup_s'], '{:.2f}')} | {_v(sec['per_round_overhead_s'])} |",
+        "",
+        "| figure | value | target | |",
+        "|---|---|---|---|",
+        f"| per-round overhead (fit slope difference) | {_v(sec['per_round_overhead_s'], '{:.3f} s')} | <= "
+        f"{FL_MAX_ROUND_OVERHEAD_S} s | {_ok(sec['per_round_overhead_met'])} |",
+        f"| FLARE fixed start-up (fit intercept difference) | {_v(sec['flare_fixed_startup_s'], '{:.1f} s')} | | |",
+        f"| FLARE / plain, {sec['ratio_measured_rounds']} rounds (measured) | {_v(sec['ratio_measured'])} | | |",
+        f"| FLARE / plain, {DEMO_ROUNDS} rounds (**extrapolated** from the fit) | {_v(sec['ratio_demo_extrapolated'])} "
+        f"| <= {FL_MAX_RATIO} | {_ok(sec['ratio_demo_met'])} |",
+        "",
+    ]
+    sr, longest = sec["steady_round"], sec["runs"][-1]
+    b, p = longest["flare"]["breakdown"], longest["plain"]
+    lines += [
+        f"Steady rounds (round >= 1) of the {longest['rounds']}-round runs, from the simulator log: a round lasts",
+        f"{_v(sr['flare_round_s'], '{:.2f} s')}, its slowest site's task (validation + epoch, timed by the executor)",
+        f"{_v(sr['flare_slowest_site_task_s'], '{:.2f} s')}: FLARE's own share of a round (task dispatch, transfer,",
+        f"aggregation, the other sites' wait) is {_v(sr['flare_round_minus_slowest_task_s'], '{:.2f} s')}. "
+        f"A plain-process round takes {_v(sr['plain_round_s'], '{:.2f} s')}.",
+        "",
+        "Where the fixed time goes:",
+        "",
+        "| FLARE simulator | s | plain process | s |",
+        "|---|---|---|---|",
+        "| launch -> first log line (interpreter, FLARE imports, job deploy) | "
+        f"{_v(b['launch_to_first_log_s'], '{:.1f}')} "
+        f"| launch -> process start | {_v(p['launch_to_process_s'], '{:.1f}')} |",
+        f"| first log line -> round 0 started (server start) | {_v(b['first_log_to_round0_s'], '{:.1f}')} "
+        f"| process start -> imports done | {_v(p['process_start_to_imports_s'], '{:.1f}')} |",
+        f"| round 0 started -> all sites ready (client processes, imports, data load "
+        f"{_v(max(b['site_data_load_s'].values(), default=None), '{:.1f}')} s) | "
+        f"{_v(b['round0_to_all_sites_ready_s'], '{:.1f}')} | site data load + model build "
+        f"| {_v(p['data_load_s'], '{:.1f}')} |",
+        f"| round 0 longer than a steady round | {_v(b['round0_extra_s'], '{:.1f}')} | | |",
+        f"| training end -> last log line (cross-site validation, shutdown) | "
+        f"{_v(b['training_end_to_last_log_s'], '{:.1f}')} | final evaluations | {_v(p['cross_eval_s'], '{:.1f}')} |",
+        f"| last log line -> process exit | {_v(b['last_log_to_exit_s'], '{:.1f}')} | done -> exit | "
+        f"{_v(p['exit_s'], '{:.1f}')} |",
+        "",
+    ]
+    return lines
+
+
+def _md_data(sec: dict) -> list[str]:
+    loads = ", ".join(f"{k} {v}" for k, v in sec["loads_per_site_per_job"].items())
+    clients = ", ".join(f"{k} {v:.0f} MB" for k, v in sec["peak_rss_mb_per_client"].items())
+    data_mb = ", ".join(f"{k} {v:.1f} MB" for k, v in sec["site_data_mb"].items())
+    return [
+        "## 3. Data",
+        "",
+        "| figure | value | target | |",
+        "|---|---|---|---|",
+        f"| data loads per site per FLARE job ('site ready' log lines) | {loads} | 1 | {_ok(sec['loaded_once'])} |",
+        f"| plain-process rounds/s, data cached (loaded once) | {_v(sec['rounds_per_s_cached'])} "
+        f"({_v(sec['cached_round_s'], '{:.2f}')} s/round) | | |",
+        f"| plain-process rounds/s, data reloaded every round | {_v(sec['rounds_per_s_reloaded'])} "
+        f"({_v(sec['reloaded_round_s'], '{:.2f}')} s/round, of which loading "
+        f"{_v(sec['reload_s_per_round'], '{:.2f}')} s) | | |",
+        f"| preprocessed data in memory per site (tensors) | {data_mb} | | |",
+        f"| peak RSS per client process (FLARE simulator) | {clients} | | |",
+        f"| peak RSS of the simulator's server process | {_v(sec['peak_rss_mb_simulator'], '{:.0f} MB')} | | |",
+        f"| peak RSS of the plain process (all sites) | {_v(sec['peak_rss_mb_plain_process'], '{:.0f} MB')} | | |",
+        "",
+        "Cached and reloading rounds alternate in one plain process after a warm-up round (medians of each kind).",
+        "",
+    ]
+
+
+def _md_scale(sec: dict) -> list[str]:
+    training = sec["training"] if isinstance(sec["training"], str) else f"`{json.dumps(sec['training'])}`"
+    lines = [
+        "## 4. Scale",
+        "",
+        f"Simulated sites, half CT half MR, small case counts, training {training}; one thread per site",
+        "(all sites in parallel), OMP_NUM_THREADS = max(1, cores / sites). Round wall: median of rounds >= 1",
+        "from the simulator log. RSS: peak over 0.2 s samples of each client process (shared libraries included).",
+        "",
+        "| sites | threads per client | wall per round (s) | start-up until all sites ready (s) | total wall (s) "
+        "| peak RSS per client, max / mean (MB) | server RSS (MB) | target <= 1 GB per client |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sec["rows"]:
+        lines.append(
+            f"| {r['sites']} | {r['omp_threads_per_client']} | {_v(r['steady_round_s'], '{:.2f}')} "
+            f"| {_v(r['startup_until_all_ready_s'], '{:.1f}')} | {r['wall_s']:.1f} "
+            f"| {_v(r['peak_rss_mb_client_max'], '{:.0f}')} / {_v(r['peak_rss_mb_client_mean'], '{:.0f}')} "
+            f"| {_v(r['peak_rss_mb_simulator'], '{:.0f}')} | {_ok(r['met'])} |"
+        )
+    return lines + [""]
+
+
+def _md_infer(sec: dict) -> list[str]:
+    lines = [
+        "## 5. Inference",
+        "",
+        "`Trainer.predict` + Dice (`dice_per_volume`) over the phantoms' test volumes (2D: slice by slice, batches",
+        "of `eval_batch_size`; 3D: the whole resized volume), untrained weights, after one warm-up volume.",
+        "",
+        "| model | input size | device | volumes | s per volume | volumes/s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in sec["rows"]:
+        lines.append(
+            f"| {r['model'].upper()} | {'x'.join(map(str, r['spatial_size']))} | {r['device']}{' (AMP)' * r['amp']} "
+            f"| {r['volumes']} | {_v(r['s_per_volume'])} | {_v(r['volumes_per_s'], '{:.2f}')} |"
+        )
+    return lines + [""]
+
+
+# -- main --------------------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections (default: all)")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes and rounds: checks the script in minutes")
+    p.add_argument("--out", default=str(REPO / "bench" / "results"), help="where bench_<device>.md/.json go")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--work", default=None, help="work folder (phantoms, FLARE workspaces); default: a temp folder")
+    p.add_argument("--keep-work", action="store_true", help="keep the temp work folder")
+    p.add_argument("--plain-worker", default=None, help=argparse.SUPPRESS)  # internal: the plain baseline
+    args = p.parse_args(argv)
+    args.only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = sorted(set(args.only) - set(SECTIONS))
+    if unknown:
+        p.error(f"unknown section(s) {unknown}; choose from {','.join(SECTIONS)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.plain_worker:
+        return plain_worker(args.plain_worker)
+    import torch
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no GPU visible to torch")
+    use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda" if use_cuda else "cpu")
+    sizes = SMOKE if args.smoke else Sizes()
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="fedgin_bench_"))
+    work.mkdir(parents=True, exist_ok=True)
+    ctx = Context(args, sizes, device, work)
+    estimate = sum(ESTIMATE_S["smoke" if args.smoke else "full"][s] for s in args.only)
+    ctx.log(
+        f"fedgin bench on {device}: sections {','.join(args.only)}{' (smoke sizes)' * args.smoke}; estimated "
+        f"~{estimate / 60:.1f} min on 2 idle CPU cores (less on a GPU, more on a busy machine); work in {work}"
+    )
+    report = {
+        "device": device.type,
+        "smoke": bool(args.smoke),
+        "started": datetime.now().isoformat(timespec="seconds"),
+        "machine": machine_info(device),
+        "sizes": {k: v for k, v in sizes.__dict__.items()},
+        "targets": {
+            "gin_max_share_of_step": GIN_MAX_SHARE,
+            "fl_max_round_overhead_s": FL_MAX_ROUND_OVERHEAD_S,
+            "fl_max_ratio_demo": FL_MAX_RATIO,
+            "client_max_rss_mb": CLIENT_MAX_RSS_MB,
+        },
+        "sections": {},
+    }
+    failed = False
+    for name in (s for s in SECTIONS if s in args.only):
+        ctx.log(f"section {name} ...")
+        start = time.time()
+        try:
+            result = globals()[f"bench_{name}"](ctx)
+        except Exception as e:  # one failed section should not lose the others
+            failed = True
+            result = {"error": f"{type(e).__name__}: {e}"}
+            ctx.log(f"section {name} FAILED: {result['error']}")
+        result["elapsed_s"] = round(time.time() - start, 1)
+        result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+        report["sections"][name] = result
+        ctx.log(f"section {name} done in {result['elapsed_s']:.0f} s")
+    report["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    report["elapsed_s"] = round(time.time() - ctx.t0, 1)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"bench_{device.type}.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (out / f"bench_{device.type}.md").write_text(markdown(report))
+    ctx.log(f"wrote {out / f'bench_{device.type}.md'} and .json ({report['elapsed_s']:.0f} s in all)")
+    if not args.work and not args.keep_work:
+        shutil.rmtree(work, ignore_errors=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
