@@ -1,0 +1,41 @@
+"""bench/run_bench.py runs end to end at smoke size (structure only: no timing is asserted)."""
+
+import importlib.util
+import json
+import sys
+
+from helpers import REPO
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("run_bench", REPO / "bench" / "run_bench.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gin_and_infer_sections_write_the_report(tmp_path):
+    bench = load_bench()
+    out = tmp_path / "results"
+    rc = bench.main(["--only", "gin,infer", "--smoke", "--device", "cpu", "--out", str(out), "--work", str(tmp_path)])
+    assert rc == 0
+
+    report = json.loads((out / "bench_cpu.json").read_text())
+    assert report["device"] == "cpu" and report["smoke"] is True
+    assert {"cpu_count", "torch", "device", "device_name"} <= set(report["machine"])
+    assert set(report["sections"]) == {"gin", "infer"}
+
+    gin = report["sections"]["gin"]["cases"]
+    assert set(gin) == {"2d", "3d"}
+    for case in gin.values():
+        for key in ("gin_batched_ms", "gin_loop_ms", "train_step_ms", "gin_share_of_step", "loop_over_batched"):
+            assert case[key] > 0, key
+        assert isinstance(case["met"], bool)
+
+    rows = report["sections"]["infer"]["rows"]
+    assert {(r["model"], r["device"]) for r in rows} == {("2d", "cpu"), ("3d", "cpu")}
+    assert all(r["volumes"] > 0 and r["volumes_per_s"] > 0 for r in rows)
+
+    md = (out / "bench_cpu.md").read_text()
+    assert "## 1. GIN cost" in md and "## 5. Inference" in md and "failed" not in md
