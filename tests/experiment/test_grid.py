@@ -50,7 +50,8 @@ def test_grid_runs_and_fingerprints():
     runs = config.runs()
     assert Run("mri1_ct5", "fedgin", 1) in runs and Run("mri0", "local_ct_gin", 0) in runs
     assert Run("partial_mri1_ct2", "fedgin_background", 1) in runs
-    assert len(runs) == 2 * (2 * 2 + 2 + 2)
+    assert Run("partial_mri1_ct2", "fedavg_marginal", 0) in runs
+    assert len(runs) == 2 * (2 * 2 + 2 + 4)
     run = Run("mri1_ct1", "fedgin", 0)
     # A run is reused only while what decides its result is unchanged; the grid's extent does not matter.
     assert config.fingerprint(run) == config.with_overrides(seeds=(0, 1, 2), ratios=(1,)).fingerprint(run)

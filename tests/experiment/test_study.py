@@ -47,7 +47,8 @@ def test_quick_study_runs_every_method_and_writes_the_report(tmp_path):
     for label in METHOD_LABELS.values():
         assert f"| {label} |" in text or f" {label} |" in text
     assert "FedGIN over FedAvg, MRI" in text and "FedGIN as % of centralized, CT" in text
-    assert "marginal loss over absent = background, MRI" in text
+    assert "FedGIN: marginal loss over absent = background, MRI" in text
+    assert "FedAvg: marginal loss over absent = background, CT" in text
     # The augmentation comparison: every family trained centralized and federated (through FLARE).
     assert "## Augmentation families" in text and "**FedAvg, test on MRI**" in text
     assert "| GIN-IPA |" in text and "extra vs none" in text

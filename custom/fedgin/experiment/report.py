@@ -27,6 +27,8 @@ METHOD_LABELS = {
     "fedgin": "FedGIN",
     "fedgin_marginal": "FedGIN, marginal loss",
     "fedgin_background": "FedGIN, absent = background",
+    "fedavg_marginal": "FedAvg, marginal loss",
+    "fedavg_background": "FedAvg, absent = background",
     "centralized_randconv": "centralized + RandConv",
     "fedavg_randconv": "FedAvg + RandConv",
     "centralized_amplitude": "centralized + amplitude mix",
@@ -49,7 +51,8 @@ GAINS = (
     ("fedgin", "fedavg", "FedGIN over FedAvg"),
     ("centralized_gin", "centralized", "centralized + GIN over centralized"),
     ("local_ct_gin", "local_ct", "CT only + GIN over CT only"),
-    ("fedgin_marginal", "fedgin_background", "marginal loss over absent = background"),
+    ("fedgin_marginal", "fedgin_background", "FedGIN: marginal loss over absent = background"),
+    ("fedavg_marginal", "fedavg_background", "FedAvg: marginal loss over absent = background"),
 )
 SHARES = (("fedgin", "centralized"), ("fedgin", "centralized_gin"), ("fedavg", "centralized"))
 

@@ -59,7 +59,7 @@ def _overrides(config: ExperimentConfig, run: Run) -> dict:
         gin={**overrides.get("gin", {}), "enabled": run.gin},
         augmentation="none" if run.augmentation == "local_norm" else run.augmentation,
         local_norm=run.augmentation == "local_norm",
-        partial_labels="background" if run.method == "fedgin_background" else "marginal",
+        partial_labels="background" if run.method.endswith("_background") else "marginal",
     )
     return overrides
 
