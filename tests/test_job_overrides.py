@@ -61,3 +61,15 @@ def test_faulty_executor_only_misbehaves_on_its_sites_and_rounds():
     assert set(FAULT_MODES) >= {"nan", "hang", "crash"}
     with pytest.raises(ValueError, match="mode"):
         FaultyExecutor(ABDOMEN, fault={"modes": ["explode"]})
+
+
+@pytest.mark.parametrize("job", ["fedgin_abdomen", "fedgin_heart", "fedavg_abdomen", "fedavg_heart"])
+def test_the_jobs_aggregate_with_the_robust_aggregator(tmp_path, job):
+    components, _, _ = _configs(build_job(REPO / "jobs" / job, tmp_path / job, min_clients=3))
+    aggregator = components["aggregator"]
+    assert aggregator["path"] == AGGREGATOR_PATH
+    assert aggregator["args"] == {
+        "expected_data_kind": "WEIGHT_DIFF",
+        "max_norm_ratio": 10,
+        "min_valid_updates": "{min_clients}",
+    }
