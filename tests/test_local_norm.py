@@ -73,3 +73,37 @@ def test_site_model_is_the_global_model_with_the_sites_norm(tmp_path):
     for k in weights:
         expected = norms[k] if k in norms else torch.as_tensor(weights[k])
         torch.testing.assert_close(out[k], expected)
+
+
+def test_aggregator_expects_no_site_local_norm_weights(tmp_path):
+    """The job's RobustAggregator is told which keys sites keep; an update carrying them is refused."""
+    import json
+
+    from fedgin.aggregation import RobustAggregator
+    from fedgin.jobs import build_job
+    from helpers import REPO
+    from nvflare.apis.dxo import MetaKey
+    from nvflare.apis.event_type import EventType
+    from nvflare.apis.fl_constant import ReservedKey
+    from nvflare.app_common.abstract.model import make_model_learnable
+
+    job = build_job(REPO / "jobs/fedavg_abdomen", tmp_path / "job", executor_overrides=LOCAL)
+    server = json.loads((job / "app/config/config_fed_server.json").read_text())
+    args = next(c for c in server["components"] if c["id"] == "aggregator")["args"]
+    trainer = Trainer(_config(), device="cpu")
+    assert set(args["site_local_keys"]) == trainer.local_keys
+
+    agg = RobustAggregator(site_local_keys=args["site_local_keys"])
+    agg.handle_event(EventType.START_RUN, FLContext())
+    ctx = FLContext()
+    ctx.set_prop(AppConstants.CURRENT_ROUND, 0, private=True, sticky=False)
+    ctx.set_prop(AppConstants.GLOBAL_MODEL, make_model_learnable(trainer.get_weights(), {}), private=True, sticky=False)
+
+    def update(site, data):
+        s = DXO(DataKind.WEIGHT_DIFF, data, meta={MetaKey.NUM_STEPS_CURRENT_ROUND: 3}).to_shareable()
+        s.set_peer_props({ReservedKey.IDENTITY_NAME: site})
+        s.add_cookie(AppConstants.CONTRIBUTION_ROUND, 0)
+        return s
+
+    assert agg.accept(update("site-ct", trainer.get_shared_weights()), ctx)
+    assert not agg.accept(update("site-mri", trainer.get_weights()), ctx)  # it sent its norm weights

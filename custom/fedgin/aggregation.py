@@ -128,6 +128,7 @@ class RobustAggregator(InTimeAccumulateWeightedAggregator):
         max_norm_ratio: float | None = 10.0,
         max_norm: float | None = None,
         min_valid_updates: int = 1,
+        site_local_keys: list[str] | None = None,
         exclude_vars: str | None = None,
         aggregation_weights: dict | None = None,
         expected_data_kind: str = DataKind.WEIGHT_DIFF,
@@ -145,6 +146,9 @@ class RobustAggregator(InTimeAccumulateWeightedAggregator):
         self.max_norm_ratio = max_norm_ratio
         self.max_norm = max_norm
         self.min_valid_updates = int(min_valid_updates)
+        # Weights each site keeps to itself (domain-specific norm): never in an update; one that
+        # carries them is rejected as having unknown keys.
+        self.site_local_keys = set(site_local_keys or ())
         self._lock = threading.Lock()  # results of different sites may arrive on different threads
         self._pending: dict[str, tuple[Shareable, float]] = {}
         self._first_shapes: dict[str, tuple[int, ...]] | None = None
@@ -156,7 +160,7 @@ class RobustAggregator(InTimeAccumulateWeightedAggregator):
         model = fl_ctx.get_prop(AppConstants.GLOBAL_MODEL)
         weights = model.get(ModelLearnableKey.WEIGHTS) if isinstance(model, Mapping) else None
         if weights:
-            return {k: tuple(np.shape(v)) for k, v in weights.items()}
+            return {k: tuple(np.shape(v)) for k, v in weights.items() if k not in self.site_local_keys}
         return self._first_shapes
 
     def _data_kind(self) -> str:

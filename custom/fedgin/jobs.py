@@ -132,7 +132,15 @@ def build_job(
                 args[key] = value
         write_json(out_dir / CLIENT_CONFIG, client)
         # The sites' settings define the model; the server's initial model must follow them.
-        server_model_args(server).update(persistor_model_args(job_training_config(out_dir)))
+        config = job_training_config(out_dir)
+        server_model_args(server).update(persistor_model_args(config))
+        if config.local_norm:  # the aggregator must not expect the norm weights sites keep
+            from fedgin.model import norm_parameter_names
+
+            local = sorted(norm_parameter_names(config.build_model()))
+            component = _component(server, "aggregator")
+            if component.get("path") == AGGREGATOR_PATH:
+                component.setdefault("args", {})["site_local_keys"] = local
         write_json(out_dir / SERVER_CONFIG, server)
     if privacy is not None:
         client = read_json(out_dir / CLIENT_CONFIG)
