@@ -48,7 +48,7 @@ import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 JOB_DIR = REPO / "jobs" / "fedgin_abdomen"
-SECTIONS = ("gin", "fl", "data", "scale", "infer")
+SECTIONS = ("gin", "families", "fl", "data", "scale", "infer")
 ABDOMEN = ["liver", "spleen", "kidney_right", "kidney_left", "pancreas", "gallbladder"]
 DEMO_ROUNDS = 30  # the demo job's num_rounds, for the extrapolated FLARE/plain ratio
 
@@ -584,6 +584,57 @@ def bench_gin(ctx: Context) -> dict:
         )
         del trainer
     return {"cases": cases}
+
+
+def bench_families(ctx: Context) -> dict:
+    """One full training step per augmentation family (augmentation + forward + loss + backward + AdamW)."""
+    import torch
+    from fedgin.augmentation import AUGMENTATIONS
+    from fedgin.training import Trainer
+
+    sz, device = ctx.sizes, ctx.device
+    shape = sz.gin_2d
+    steps = {}
+    for kind in AUGMENTATIONS:
+        cfg = train_config({"spatial_size": list(shape[2:]), "model": sz.gin_model or {}, "augmentation": kind})
+        trainer = Trainer(cfg, device)
+        gen = torch.Generator(device=device).manual_seed(0)
+        x = torch.rand(shape, generator=gen, device=device)
+        y = torch.randint(0, cfg.num_classes, shape, generator=gen, device=device)
+        labelled = torch.ones(shape[0], cfg.num_classes, dtype=torch.bool, device=device)
+
+        def step(trainer=trainer, x=x, y=y, labelled=labelled):
+            trainer.model.train()
+            trainer.optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=trainer.use_amp):
+                loss = trainer._loss(x, y, labelled)  # the Trainer's own step: augmentation (and views) included
+            trainer.scaler.scale(loss).backward()
+            trainer.scaler.step(trainer.optimizer)
+            trainer.scaler.update()
+
+        steps[kind] = median(time_calls(step, device, sz.warmup, sz.repeats))
+        ctx.log(f"  families: {kind} step {steps[kind] * 1e3:.0f} ms")
+        del trainer
+    return {
+        "batch": list(shape),
+        "step_ms": {k: rounded(v * 1e3, 2) for k, v in steps.items()},
+        "extra_vs_none": {k: rounded(v / steps["none"] - 1, 4) for k, v in steps.items()},
+    }
+
+
+def _md_families(sec: dict) -> list[str]:
+    lines = [
+        "## 1b. Augmentation families: cost of a training step",
+        "",
+        f"One full `Trainer` step on a {'x'.join(map(str, sec['batch']))} batch (augmentation on the batch's device,",
+        "forward, loss, backward, AdamW); GIN-IPA trains on two blended views with a consistency loss.",
+        "",
+        "| family | step (ms) | extra vs none |",
+        "|---|---|---|",
+    ]
+    for kind, ms in sec["step_ms"].items():
+        lines.append(f"| {kind} | {ms:.1f} | {sec['extra_vs_none'][kind]:+.1%} |")
+    return lines + [""]
 
 
 def _fit(rounds: list[int], walls: list[float]) -> tuple[float | None, float | None]:

@@ -18,13 +18,15 @@ def load_bench():
 def test_gin_and_infer_sections_write_the_report(tmp_path):
     bench = load_bench()
     out = tmp_path / "results"
-    rc = bench.main(["--only", "gin,infer", "--smoke", "--device", "cpu", "--out", str(out), "--work", str(tmp_path)])
+    rc = bench.main(
+        ["--only", "gin,families,infer", "--smoke", "--device", "cpu", "--out", str(out), "--work", str(tmp_path)]
+    )
     assert rc == 0
 
     report = json.loads((out / "bench_cpu.json").read_text())
     assert report["device"] == "cpu" and report["smoke"] is True
     assert {"cpu_count", "torch", "device", "device_name"} <= set(report["machine"])
-    assert set(report["sections"]) == {"gin", "infer"}
+    assert set(report["sections"]) == {"gin", "families", "infer"}
 
     gin = report["sections"]["gin"]["cases"]
     assert set(gin) == {"2d", "3d"}
