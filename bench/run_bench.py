@@ -64,8 +64,8 @@ TINY_MODEL = {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1}
 # Rough seconds per section on 2 idle CPU cores (full / smoke), for the estimate printed first: worked out
 # from the demo's round times, not measured on an idle machine.
 ESTIMATE_S = {
-    "full": {"gin": 60, "fl": 370, "data": 90, "scale": 210, "infer": 70},
-    "smoke": {"gin": 10, "fl": 80, "data": 20, "scale": 70, "infer": 15},
+    "full": {"gin": 60, "families": 30, "fl": 370, "data": 90, "scale": 210, "infer": 70},
+    "smoke": {"gin": 10, "families": 5, "fl": 80, "data": 20, "scale": 70, "infer": 15},
 }
 
 
