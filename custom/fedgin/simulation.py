@@ -66,6 +66,14 @@ class SimulationResult:
     wall_time_s: float = 0.0
 
 
+def _copy_privacy_records(sim_ws: Path, sites: Mapping[str, str | Path], results: Path) -> None:
+    """Each site's privacy ledger (epsilon per round) into the job's results, also after an abort."""
+    for name in sites:
+        (results / f"privacy_{name}.json").unlink(missing_ok=True)  # none from an earlier run
+        if (sim_ws / name / SITE_PRIVACY_RECORD).is_file():
+            shutil.copy2(sim_ws / name / SITE_PRIVACY_RECORD, results / f"privacy_{name}.json")
+
+
 def install_site_configs(sim_workspace: Path, sites: Mapping[str, str | Path]) -> None:
     """Copy each site config (paths made absolute) to where the simulated site looks for it."""
     target = sim_workspace / "local" / SIMULATOR_SITE_CONFIG_DIR
@@ -213,6 +221,7 @@ def simulate(
             raise SimulationError(message) from None
         (ws / "results").mkdir(exist_ok=True)
         shutil.copy2(model, ws / "results" / "FL_global_model.pt")
+        _copy_privacy_records(sim_ws, sites, ws / "results")
         message += f"; the last global model saved is {ws / 'results' / 'FL_global_model.pt'}"
         raise SimulationError(message, ws / "results" / "FL_global_model.pt") from None
     wall = time.time() - start
@@ -225,10 +234,7 @@ def simulate(
     cross_site = json.loads((sim_ws / CROSS_SITE).read_text()) if (sim_ws / CROSS_SITE).is_file() else {}
     write_json(results / "cross_site_val.json", cross_site)
     save_progress(records, results)
-    for name in sites:
-        (results / f"privacy_{name}.json").unlink(missing_ok=True)  # none from an earlier run
-        if (sim_ws / name / SITE_PRIVACY_RECORD).is_file():
-            shutil.copy2(sim_ws / name / SITE_PRIVACY_RECORD, results / f"privacy_{name}.json")
+    _copy_privacy_records(sim_ws, sites, results)
     result = SimulationResult(ws, results / "FL_global_model.pt", cross_site, wall_time_s=wall)
     if evaluate_split:
         if echo:
