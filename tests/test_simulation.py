@@ -2,11 +2,13 @@
 
 import json
 import math
+import os
 import re
 
 import pytest
 import torch
 from fedgin.cli import main
+from fedgin.cpu_threads import client_thread_env
 from fedgin.phantoms import generate_phantom_dataset
 from fedgin.simulation import simulate
 from helpers import ABDOMEN, REPO, TINY_TRAINING
@@ -25,7 +27,11 @@ def test_fedgin_abdomen_runs_in_the_flare_simulator(tmp_path):
         for r in (1, 2):
             assert any(f"round {r}/2 {site}:" in line for line in lines), lines
         # Each site read and preprocessed its data once for the whole job, not once per round.
-        assert sum(f"{site}: " in line and "site ready" in line for line in lines) == 1
+        ready = [line for line in lines if f"{site}: " in line and "site ready" in line]
+        assert len(ready) == 1
+        # Sites that share the machine each get all its cores (idle threads sleep): see fedgin.cpu_threads.
+        threads = {**os.environ, **client_thread_env(len(sites))}["OMP_NUM_THREADS"]
+        assert f"({threads} threads)" in ready[0]
     progress = json.loads((result.workspace / "results/progress.json").read_text())
     assert sorted((p["site"], p["round"]) for p in progress) == sorted((s, r) for s in sites for r in (1, 2))
     assert (result.workspace / "results/progress.png").stat().st_size > 10_000

@@ -112,7 +112,8 @@ class SegmentationExecutor(Executor):
         self.trainer = Trainer(self.config)
         self.log_info(
             fl_ctx,
-            f"[fedgin] {self.site_name}: {self.site.modality} site ready on {self.trainer.device}, "
+            f"[fedgin] {self.site_name}: {self.site.modality} site ready on {self.trainer.device}"
+            f"{f' ({torch.get_num_threads()} threads)' if self.trainer.device.type == 'cpu' else ''}, "
             f"{len(self.data.train)} training samples, {len(self.data.validation)} validation volumes, "
             f"loaded in {time.time() - start:.1f} s",
         )

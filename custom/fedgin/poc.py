@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedgin import admin
+from fedgin.cpu_threads import client_thread_env
 from fedgin.evaluation import evaluate_model, write_json
 from fedgin.executor import SITE_CONFIG_NAME
 from fedgin.jobs import PACKAGE_DIR, job_training_config
@@ -73,11 +74,12 @@ class PocWorkspace:
         return env
 
 
-def nvflare(ws: PocWorkspace, *args: str, timeout: float = 300) -> str:
+def nvflare(ws: PocWorkspace, *args: str, timeout: float = 300, extra_env: Mapping[str, str] | None = None) -> str:
     """Run the ``nvflare`` CLI against this workspace; raises with its output on failure."""
     (ws.root / "home").mkdir(parents=True, exist_ok=True)
+    env = {**ws.env(), **(extra_env or {})}
     proc = subprocess.run(
-        [sys.executable, "-m", "nvflare.cli", *args], env=ws.env(), capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "nvflare.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
     )
     if proc.returncode != 0:
         raise PocError(f"`nvflare {' '.join(args)}` failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -109,7 +111,8 @@ def start(ws: PocWorkspace) -> None:
     """Start the server and the clients (no admin console) and wait until they are ready."""
     if not ws.prod.is_dir():
         raise PocError(f"no POC workspace at {ws.root}: run prepare first")
-    nvflare(ws, "poc", "start", "-ex", ADMIN)
+    # All POC sites share this machine's cores, as simulated sites do.
+    nvflare(ws, "poc", "start", "-ex", ADMIN, extra_env=client_thread_env(len(ws.sites())))
 
 
 def processes(ws: PocWorkspace) -> list[int]:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fedgin.cpu_threads import client_thread_env
 from fedgin.evaluation import evaluate_model, write_json
 from fedgin.executor import SIMULATOR_SITE_CONFIG_DIR
 from fedgin.jobs import build_job, job_training_config
@@ -101,10 +102,7 @@ def run_simulator(
         sys.executable, "-m", "nvflare.private.fed.app.simulator.simulator", str(job),
         "-w", str(sim_workspace), "-c", ",".join(site_names), "-t", str(threads or len(site_names)),
     ]  # fmt: skip
-    # Simulated sites are threads of one process: give each its share of the cores, or their
-    # torch thread pools oversubscribe the CPU and every step slows down several-fold.
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // (threads or len(site_names)))))
+    env = {**os.environ, **client_thread_env(threads or len(site_names))}
     records = []
     start = time.time()
     with (
