@@ -200,8 +200,6 @@ class Trainer:
         """Run local epochs over ``data``; returns {"loss": mean loss, "steps": optimizer steps}."""
         cfg = self.config
         epochs = cfg.local_epochs if epochs is None else epochs
-        self.model.train()
-        pin = self.device.type == "cuda"
         losses, steps = [], 0
         labelled = data.labelled_mask(cfg.num_classes)
         for _ in range(epochs):
@@ -209,21 +207,25 @@ class Trainer:
             for start in range(0, len(order), cfg.batch_size):
                 if should_abort():
                     return {"loss": float(np.mean(losses)) if losses else math.nan, "steps": steps, "aborted": True}
-                idx = order[start : start + cfg.batch_size]
-                x, y = data.images[idx], data.labels[idx]
-                if pin:
-                    x, y = x.pin_memory(), y.pin_memory()
-                x = x.to(self.device, non_blocking=True)
-                y = y.to(self.device, non_blocking=True).long()
-                self.optimizer.zero_grad(set_to_none=True)
-                with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
-                    loss = self._loss(x, y, labelled[idx].to(self.device))
-                self.scaler.scale(loss).backward()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                losses.append(float(loss.detach()))
+                losses.append(self.train_batch(data, order[start : start + cfg.batch_size], labelled))
                 steps += 1
         return {"loss": float(np.mean(losses)) if losses else math.nan, "steps": steps, "aborted": False}
+
+    def train_batch(self, data: TrainSamples, idx: torch.Tensor, labelled: torch.Tensor) -> float:
+        """One optimizer step on the samples ``idx`` of ``data``; returns the loss."""
+        self.model.train()
+        x, y = data.images[idx], data.labels[idx]
+        if self.device.type == "cuda":
+            x, y = x.pin_memory(), y.pin_memory()
+        x = x.to(self.device, non_blocking=True)
+        y = y.to(self.device, non_blocking=True).long()
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
+            loss = self._loss(x, y, labelled[idx].to(self.device))
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return float(loss.detach())
 
     def _loss(self, x: torch.Tensor, y: torch.Tensor, labelled: torch.Tensor) -> torch.Tensor:
         """Augment the batch (on its device) and score it; multi-view families add consistency."""

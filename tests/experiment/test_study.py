@@ -55,10 +55,16 @@ def test_quick_study_runs_every_method_and_writes_the_report(tmp_path):
     for family in ("randconv", "amplitude", "gin_ipa", "local_norm"):
         run = next(r for r in outcome["results"] if r["method"] == f"fedavg_{family}")
         assert run["augmentation"] == family and run["steps"] > 0 and run["progress"]
-    assert "| local norm (FedBN) |" not in text.split("**centralized, test on CT**")[1].split("**FedAvg")[0]
-    # Domain-specific norm: each site was scored with the global model plus its own norm weights.
+        run = next(r for r in outcome["results"] if r["method"] == f"centralized_{family}")
+        assert run["augmentation"] == family and run["steps"] > 0
+    centralized_table = text.split("**centralized, test on CT**")[1].split("**FedAvg")[0]
+    assert "| domain-specific norm (DSBN / FedBN) |" in centralized_table
+    # Domain-specific norm: each site was scored with the shared weights plus its own norm weights,
+    # kept at the site (FedBN) or per site in one process (DSBN).
     fedbn = tmp_path / "study/runs/mri1_ct2/fedavg_local_norm/seed0"
     assert (fedbn / "site_model_site-ct.pt").is_file() and (fedbn / "site_model_site-mri.pt").is_file()
+    dsbn = tmp_path / "study/runs/mri1_ct2/centralized_local_norm/seed0"
+    assert (dsbn / "model_site-ct.pt").is_file() and (dsbn / "model_site-mri.pt").is_file()
     with (report / "results.csv").open() as f:
         rows = list(csv.DictReader(f))
     fed = {(r["test_modality"], r["organ"]) for r in rows if r["method"] == "fedgin" and r["setting"] == "mri1_ct2"}

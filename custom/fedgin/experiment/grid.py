@@ -30,19 +30,13 @@ PARTIAL_METHODS = ("fedgin_marginal", "fedgin_background", "fedavg_marginal", "f
 WITH_GIN = ("centralized_gin", "fedgin", "local_ct_gin", "fedgin_marginal", "fedgin_background")
 # Augmentation families compared against none and GIN (centralized and FedAvg): method names
 # centralized_<family> and fedavg_<family>.
-# "local_norm" is domain-specific normalization (FedBN style), federated only: pooled in one process
-# there is no site to keep norm layers at.
+# "local_norm" is domain-specific normalization: norm weights per site, kept at the site (FedBN)
+# or, pooled in one process, one set per training site (DSBN, fedgin.domain_norm).
 AUGMENTATION_FAMILIES = ("randconv", "amplitude", "gin_ipa", "local_norm")
-FEDERATED_ONLY = ("local_norm",)
 
 
 def augmentation_methods(families) -> tuple[str, ...]:
-    return tuple(
-        f"{base}_{family}"
-        for family in families
-        for base in ("centralized", "fedavg")
-        if not (base == "centralized" and family in FEDERATED_ONLY)
-    )
+    return tuple(f"{base}_{family}" for family in families for base in ("centralized", "fedavg"))
 
 
 @dataclass(frozen=True)

@@ -35,14 +35,16 @@ METHOD_LABELS = {
     "fedavg_amplitude": "FedAvg + amplitude mix",
     "centralized_gin_ipa": "centralized + GIN-IPA",
     "fedavg_gin_ipa": "FedAvg + GIN-IPA",
+    "centralized_local_norm": "centralized + local norm (DSBN)",
     "fedavg_local_norm": "FedAvg + local norm (FedBN)",
 }
 FAMILY_LABELS = {"none": "none", "gin": "GIN", "randconv": "RandConv", "amplitude": "amplitude mix",
-                 "gin_ipa": "GIN-IPA", "local_norm": "local norm (FedBN)"}  # fmt: skip
+                 "gin_ipa": "GIN-IPA", "local_norm": "domain-specific norm (DSBN / FedBN)"}  # fmt: skip
 # Method of each (base, family) pair in the augmentation comparison.
 FAMILY_METHODS = {
     "centralized": {"none": "centralized", "gin": "centralized_gin", "randconv": "centralized_randconv",
-                    "amplitude": "centralized_amplitude", "gin_ipa": "centralized_gin_ipa"},
+                    "amplitude": "centralized_amplitude", "gin_ipa": "centralized_gin_ipa",
+                    "local_norm": "centralized_local_norm"},
     "FedAvg": {"none": "fedavg", "gin": "fedgin", "randconv": "fedavg_randconv", "amplitude": "fedavg_amplitude",
                "gin_ipa": "fedavg_gin_ipa", "local_norm": "fedavg_local_norm"},
 }  # fmt: skip

@@ -117,7 +117,7 @@ def _train_federated(run: Run, config: ExperimentConfig, sites: SettingSites, jo
 
 
 def _train_pooled(run: Run, config: ExperimentConfig, sites: SettingSites, jobs_dir: Path, out: Path, echo):
-    from fedgin.local_training import train_local
+    from fedgin.local_training import site_label, train_local
 
     job = build_job(_job_dir(jobs_dir, config, run), out / "job", executor_overrides=_overrides(config, run))
     modality = {"local_ct": "CT", "local_ct_gin": "CT", "local_mri": "MR"}.get(run.method)
@@ -129,7 +129,14 @@ def _train_pooled(run: Run, config: ExperimentConfig, sites: SettingSites, jobs_
         job, train_sites, out, epochs=config.rounds * config.local_epochs, evaluate_split=None,
         echo=(lambda line: echo(line)) if echo else None,
     )  # fmt: skip
-    return out / "model.pt", job, []
+    if run.augmentation != "local_norm":
+        return out / "model.pt", job, []
+    # Domain-specific norm (DSBN): each site is scored with the shared weights and its own norms.
+    models = {name: out / f"model_{site_label(sites.train[name])}.pt" for name in sites.evaluate}
+    missing = [str(p) for p in models.values() if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{run.name}: no domain-specific model {missing} (did every site train?)")
+    return models, job, []
 
 
 def _steps(run: Run, out: Path, progress: list[dict]) -> int:
