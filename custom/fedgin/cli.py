@@ -38,10 +38,27 @@ def _parse_sites(values: list[str]) -> dict[str, str]:
     return sites
 
 
-def _gin_override(args) -> dict | None:
-    if args.gin is None:
-        return None
-    return {"gin": {"enabled": args.gin}}
+def _training_overrides(args) -> dict | None:
+    """The job's executor args changed on the command line: ``--gin/--no-gin`` and ``--set K=V``."""
+    overrides = {}
+    for item in getattr(args, "set", None) or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set expects KEY=VALUE (VALUE in JSON, or a plain string), got {item!r}")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value  # e.g. --set augmentation=randconv
+    if args.gin is not None:
+        overrides["gin"] = {**overrides.get("gin", {}), "enabled": args.gin}
+    if overrides:
+        from fedgin.training import TrainConfig
+
+        try:  # an unknown option or a bad value fails here, naming it, not inside FLARE
+            TrainConfig.from_dict({"organs": ["check"], **overrides})
+        except (TypeError, ValueError) as e:
+            raise SystemExit(f"--set: {e}") from None
+    return overrides or None
 
 
 def cmd_phantoms(args) -> int:
@@ -62,7 +79,7 @@ def cmd_simulate(args) -> int:
 
     sites = _parse_sites(args.site)
     result = simulate(
-        args.job, sites, args.workspace, num_rounds=args.rounds, executor_overrides=_gin_override(args),
+        args.job, sites, args.workspace, num_rounds=args.rounds, executor_overrides=_training_overrides(args),
         threads=args.threads, evaluate_split=None if args.no_eval else args.split, privacy=_privacy_override(args),
         min_clients=args.min_clients, resume_from=args.resume_from, start_round=args.start_round,
     )  # fmt: skip
@@ -107,7 +124,7 @@ def cmd_demo(args) -> int:
 def cmd_build_job(args) -> int:
     from fedgin.jobs import build_job
 
-    out = build_job(args.job, args.out, num_rounds=args.rounds, executor_overrides=_gin_override(args))
+    out = build_job(args.job, args.out, num_rounds=args.rounds, executor_overrides=_training_overrides(args))
     print(f"built {out} (fedgin code packed into app/custom)")
     return 0
 
@@ -128,8 +145,14 @@ def cmd_evaluate(args) -> int:
 def cmd_train(args) -> int:
     from fedgin.local_training import train_local
 
+    job = args.job
+    overrides = _training_overrides(args)
+    if overrides:  # the job's settings with the command line's changes, kept next to the results
+        from fedgin.jobs import build_job
+
+        job = build_job(args.job, Path(args.out) / "job", executor_overrides=overrides)
     result = train_local(
-        args.job, args.site_config, args.out, epochs=args.epochs, gin=args.gin, evaluate_split=args.split,
+        job, args.site_config, args.out, epochs=args.epochs, evaluate_split=args.split,
         eval_site_configs=args.eval_site_config,
     )  # fmt: skip
     print(json.dumps({k: v["mean_dice"] for k, v in result.items()}, indent=2))
@@ -177,8 +200,8 @@ def cmd_poc(args) -> int:
     ws = poc.PocWorkspace.at(args.workspace)
     if args.poc_command == "run":
         poc.run_poc(
-            args.job, _parse_sites(args.site), ws.root, num_rounds=args.rounds, executor_overrides=_gin_override(args),
-            timeout_s=args.timeout,
+            args.job, _parse_sites(args.site), ws.root, num_rounds=args.rounds,
+            executor_overrides=_training_overrides(args), timeout_s=args.timeout,
         )  # fmt: skip
     elif args.poc_command == "prepare":
         poc.prepare(ws, _parse_sites(args.site))
@@ -187,7 +210,7 @@ def cmd_poc(args) -> int:
         poc.start(ws)
         print("server and clients started")
     elif args.poc_command == "submit":
-        print(poc.submit(ws, args.job, args.rounds, _gin_override(args)))
+        print(poc.submit(ws, args.job, args.rounds, _training_overrides(args)))
     elif args.poc_command == "status":
         meta = poc.follow(ws, args.job_id, timeout=args.timeout) if args.wait else poc.status(ws, args.job_id)
         print(meta.get("status"))
@@ -216,9 +239,9 @@ def cmd_admin(args) -> int:
     kit = args.admin_kit
     if args.admin_command == "run":
         admin.run_job(kit, args.job, args.out, num_rounds=args.rounds, min_clients=args.min_clients,
-                      executor_overrides=_gin_override(args), timeout=args.timeout)  # fmt: skip
+                      executor_overrides=_training_overrides(args), timeout=args.timeout)  # fmt: skip
     elif args.admin_command == "stage":
-        name = admin.stage(kit, args.job, args.rounds, args.min_clients, _gin_override(args))
+        name = admin.stage(kit, args.job, args.rounds, args.min_clients, _training_overrides(args))
         print(f"staged in {kit}/transfer/{name}: in the admin console run `submit_job {name}`")
     elif args.admin_command == "list":
         for job in admin.list_jobs(kit):
@@ -239,6 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
         g = p.add_mutually_exclusive_group()
         g.add_argument("--gin", dest="gin", action="store_true", default=None, help="GIN augmentation on")
         g.add_argument("--no-gin", dest="gin", action="store_false", help="GIN augmentation off")
+        p.add_argument(
+            "--set", action="append", default=None, metavar="KEY=VALUE",
+            help="change one of the job's training options (executor args), VALUE in JSON: e.g. "
+            "--set augmentation=randconv --set local_norm=true --set lr=1e-3",
+        )  # fmt: skip
 
     p = sub.add_parser("demo", help="phantoms + the FLARE simulator + a Dice table, no data needed")
     p.add_argument("--workspace", default="workspace/demo", help="output folder (default: %(default)s)")
