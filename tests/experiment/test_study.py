@@ -51,7 +51,7 @@ def test_quick_study_runs_every_method_and_writes_the_report(tmp_path):
     assert "FedAvg: marginal loss over absent = background, CT" in text
     # The augmentation comparison: every family trained centralized and federated (through FLARE).
     assert "## Augmentation families" in text and "**FedAvg, test on MRI**" in text
-    assert "| GIN-IPA |" in text and "extra vs none" in text
+    assert "| GIN-IPA |" in text and "| family | ms per step | extra vs none |" in text
     for family in ("randconv", "amplitude", "gin_ipa", "local_norm"):
         run = next(r for r in outcome["results"] if r["method"] == f"fedavg_{family}")
         assert run["augmentation"] == family and run["steps"] > 0 and run["progress"]

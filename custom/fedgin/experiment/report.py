@@ -223,15 +223,26 @@ def augmentation_section(config: ExperimentConfig, summary: dict, results: Seque
                     cells.append(cell)
                 lines.append("| " + " | ".join([f"**{organ}**" if organ == MEAN else organ] + cells) + " |")
             lines.append("")
-    # Extra training cost of each family: wall time of the centralized runs (one process, the same data
-    # and epochs, so the same number of optimizer steps for every family).
+    # Extra training cost of each family per optimizer step, from the centralized runs (one process,
+    # no FLARE). Runs trained at other times share the machine differently: bench/run_bench.py
+    # (section families) times every family in one go.
     cost = {}
     for family, method in FAMILY_METHODS["centralized"].items():
-        times = [r["train_s"] for r in results if r["method"] == method and r["setting"] == setting]
-        if times:
-            cost[family] = float(np.mean(times))
+        per_step = [
+            1000 * r["train_s"] / r["steps"]
+            for r in results
+            if r["method"] == method and r["setting"] == setting and r.get("steps")
+        ]
+        if per_step:
+            cost[family] = float(np.mean(per_step))
     if "none" in cost:
-        lines += ["| family | s per centralized run | extra vs none |", "|---|---|---|"]
+        lines += [
+            "Training cost per optimizer step (centralized runs; wall time over steps, so runs made under other",
+            "machine load differ: `bench/run_bench.py --only families` times all families in one run):",
+            "",
+            "| family | ms per step | extra vs none |",
+            "|---|---|---|",
+        ]
         for family in families:
             if family in cost:
                 extra = 100 * (cost[family] - cost["none"]) / cost["none"]
