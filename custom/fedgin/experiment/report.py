@@ -224,23 +224,26 @@ def augmentation_section(config: ExperimentConfig, summary: dict, results: Seque
                 lines.append("| " + " | ".join([f"**{organ}**" if organ == MEAN else organ] + cells) + " |")
             lines.append("")
     # Extra training cost of each family per optimizer step, from the centralized runs (one process,
-    # no FLARE). Runs trained at other times share the machine differently: bench/run_bench.py
-    # (section families) times every family in one go.
-    cost = {}
-    for family, method in FAMILY_METHODS["centralized"].items():
-        per_step = [
-            1000 * r["train_s"] / r["steps"]
-            for r in results
-            if r["method"] == method and r["setting"] == setting and r.get("steps")
-        ]
-        if per_step:
-            cost[family] = float(np.mean(per_step))
+    # no FLARE); per run where a run has no step count (results of older versions). Runs trained at
+    # other times share the machine differently: bench/run_bench.py (section families) times every
+    # family in one go.
+    runs = {
+        family: [r for r in results if r["method"] == method and r["setting"] == setting]
+        for family, method in FAMILY_METHODS["centralized"].items()
+    }
+    runs = {family: rs for family, rs in runs.items() if rs}
+    per_step = all(r.get("steps") for rs in runs.values() for r in rs)
+    cost = {
+        family: float(np.mean([r["train_s"] * (1000 / r["steps"] if per_step else 1) for r in rs]))
+        for family, rs in runs.items()
+    }
     if "none" in cost:
+        unit = "ms per step" if per_step else "s per run"
         lines += [
-            "Training cost per optimizer step (centralized runs; wall time over steps, so runs made under other",
-            "machine load differ: `bench/run_bench.py --only families` times all families in one run):",
+            f"Training cost of each family in the centralized runs ({unit}; runs made under other machine",
+            "load differ: `bench/run_bench.py --only families` times all families in one run):",
             "",
-            "| family | ms per step | extra vs none |",
+            f"| family | {unit} | extra vs none |",
             "|---|---|---|",
         ]
         for family in families:
