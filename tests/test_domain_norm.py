@@ -94,3 +94,20 @@ def test_centralized_training_saves_one_model_per_site_and_scores_each_with_its_
     assert any(not torch.equal(ct[k], mri[k]) for k in keys)
     assert all(torch.equal(ct[k], mri[k]) for k in set(ct) - keys)
     assert json.loads((tmp_path / "out" / "train_stats.json").read_text())["steps"] > 0
+
+
+def test_sites_without_names_pool_but_need_names_for_their_own_norms(tmp_path):
+    sites = generate_phantom_dataset("abdomen", tmp_path / "data", seed=3, size=0.5, max_cases=1)
+    unnamed = []
+    for path in sites.values():  # both configs are called site_config.json: same stem, no site_name
+        raw = json.loads(path.read_text())
+        raw.pop("site_name", None)
+        path.write_text(json.dumps(raw))
+        unnamed.append(path)
+    assert {p.name for p in unnamed} == {"site_config.json"}
+    pooled = build_job(REPO / "jobs/fedavg_abdomen", tmp_path / "pooled", executor_overrides=TINY_TRAINING)
+    train_local(pooled, unnamed, tmp_path / "out_pooled", epochs=1, evaluate_split=None, echo=None)
+    assert (tmp_path / "out_pooled" / "model.pt").is_file()
+    job = build_job(REPO / "jobs/fedavg_abdomen", tmp_path / "job", executor_overrides=LOCAL)
+    with pytest.raises(ValueError, match="both named 'site_config'; set site_name"):
+        train_local(job, unnamed, tmp_path / "out", epochs=1, evaluate_split=None, echo=None)

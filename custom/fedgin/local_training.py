@@ -62,7 +62,9 @@ def train_local(
         )  # fmt: skip
         name = site_label(path)
         if name in parts:
-            raise ValueError(f"{path}: two training sites are both named {name!r}")
+            if config.local_norm:  # each site's norm weights are kept under its name
+                raise ValueError(f"{path}: two training sites are both named {name!r}; set site_name in each")
+            name = f"{name} ({len(parts) + 1})"
         parts[name] = data.train
     trainer = Trainer(config)
     # local_norm: DSBN-style norm weights per training site (see fedgin.domain_norm); else one pool.
