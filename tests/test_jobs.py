@@ -55,6 +55,11 @@ def test_job_definition_is_consistent(name):
     filters = client["task_result_filters"][0]
     assert filters["tasks"] == ["train"]
     assert all(f["args"]["data_kinds"] == ["WEIGHT_DIFF"] for f in filters["filters"])
+    # Fast rounds: clients ask again 0.2 s after a task (FLARE's default 2 s), and the workflow is our
+    # ScatterAndGather, whose task_check_period reaches FLARE's task monitor (fedgin.workflow).
+    assert server["server"]["task_request_interval"] == 0.2
+    sag = next(w for w in server["workflows"] if w["id"] == "scatter_and_gather")
+    assert sag["path"] == "fedgin.workflow.ScatterAndGather" and sag["args"]["task_check_period"] <= 0.05
 
 
 def test_fedavg_jobs_differ_from_fedgin_only_in_gin():

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from fedgin.assignments import parse_assignment
 from fedgin.datasets.cli import add_parser as add_prepare_parser
 from fedgin.experiment.grid import METHODS
 from fedgin.jobs import PACKAGE_DIR
@@ -42,13 +43,11 @@ def _training_overrides(args) -> dict | None:
     """The job's executor args changed on the command line: ``--gin/--no-gin`` and ``--set K=V``."""
     overrides = {}
     for item in getattr(args, "set", None) or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--set expects KEY=VALUE (VALUE in JSON, or a plain string), got {item!r}")
         try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value  # e.g. --set augmentation=randconv
+            key, value = parse_assignment(item)
+        except ValueError:
+            raise SystemExit(f"--set expects KEY=VALUE (VALUE in JSON, or a plain string), got {item!r}") from None
+        overrides[key] = value
     if args.gin is not None:
         overrides["gin"] = {**overrides.get("gin", {}), "enabled": args.gin}
     if overrides:

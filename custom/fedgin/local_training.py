@@ -31,7 +31,6 @@ def train_local(
     site_configs: Sequence[str | Path],
     out_dir: str | Path,
     epochs: int,
-    gin: bool | None = None,
     evaluate_split: str | None = "test",
     eval_site_configs: Sequence[str | Path] | None = None,
     echo: Callable[[str], None] | None = print,
@@ -49,8 +48,6 @@ def train_local(
         site name -> evaluation result (see :func:`fedgin.evaluation.evaluate_model`).
     """
     config = job_training_config(job_dir)
-    if gin is not None:
-        config.gin.enabled = gin
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     parts = {}

@@ -132,10 +132,10 @@ def _train_pooled(run: Run, config: ExperimentConfig, sites: SettingSites, jobs_
     if run.augmentation != "local_norm":
         return out / "model.pt", job, []
     # Domain-specific norm (DSBN): each site is scored with the shared weights and its own norms.
+    untrained = sorted(set(sites.evaluate) - set(sites.train))
+    if untrained:
+        raise ValueError(f"{run.name}: sites {untrained} did not train, so they have no norm weights of their own")
     models = {name: out / f"model_{site_label(sites.train[name])}.pt" for name in sites.evaluate}
-    missing = [str(p) for p in models.values() if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(f"{run.name}: no domain-specific model {missing} (did every site train?)")
     return models, job, []
 
 

@@ -7,7 +7,8 @@ model to +-gamma; every entry built here carries ``data_kinds: ["WEIGHT_DIFF"]``
 from __future__ import annotations
 
 import inspect
-import json
+
+from fedgin.assignments import parse_assignment
 
 FILTER_PATHS = {
     "gaussian": "fedgin.privacy.gaussian.GaussianPrivacy",
@@ -66,11 +67,9 @@ def parse_privacy_spec(spec: str) -> dict:
     kind, *pairs = [part.strip() for part in spec.split(",")]
     out = {"kind": kind}
     for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise ValueError(f"--privacy expects KIND[,NAME=VALUE...], got {spec!r}")
         try:
-            out[name] = json.loads(value)
-        except json.JSONDecodeError:
-            out[name] = value
+            name, value = parse_assignment(pair)
+        except ValueError:
+            raise ValueError(f"--privacy expects KIND[,NAME=VALUE...], got {spec!r}") from None
+        out[name] = value
     return out
