@@ -1007,7 +1007,7 @@ def _md_fl(sec: dict) -> list[str]:
         f"`{json.dumps(sec['training'])}`, against the same work in one plain process (per round and site: global",
         "weights in, validation score, local epoch, diff, PercentilePrivacy; then the step-weighted average; after",
         "the rounds each site scores the global model as often as FLARE's cross-site validation did). The",
-        "simulator trains the sites in **parallel** processes, each with all cores and sleeping idle OpenMP threads",
+        "simulator trains the sites in **parallel** processes, each with all cores and idle OpenMP threads that spin only briefly",
         "(`fedgin.cpu_threads.client_thread_env`); the plain process trains them **one after the other** with all",
         "cores and OpenMP's defaults. Wall times run from launch to exit.",
         "",
