@@ -33,3 +33,8 @@ def test_torch_runtime_is_detected():
     assert openmp_runtime() in ("gnu", "intel", "llvm")
     env = client_thread_env(2, environ={})
     assert ("GOMP_SPINCOUNT" in env) == (openmp_runtime() == "gnu")
+
+
+def test_sites_that_take_cpu_turns_keep_openmp_spinning():
+    # They never compute at the same time (fedgin.cpu_turns): only the thread count is set.
+    assert client_thread_env(2, environ={}, runtime="gnu", turns=True) == {"OMP_NUM_THREADS": str(os.cpu_count())}

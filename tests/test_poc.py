@@ -10,6 +10,7 @@ import pytest
 import torch
 from fedgin.admin import AdminError
 from fedgin.cpu_threads import client_thread_env
+from fedgin.cpu_turns import CPU_TURNS_ENV
 from fedgin.jobs import CLIENT_CONFIG, build_job
 from fedgin.phantoms import generate_phantom_dataset
 from fedgin.poc import PocError, PocWorkspace, processes, run_poc
@@ -56,10 +57,11 @@ def test_full_poc_flow(tmp_path):
         assert (ws.prod / site / "local/fedgin_site.json").is_file()
         site_log = (ws.prod / site / summary["job_id"] / "log.txt").read_text()
         assert len(re.findall(r"PercentilePrivacy.*Max abs delta_w", site_log)) == 2  # site scope, both rounds
-        # POC sites share this machine like simulated ones: all cores each, idle threads asleep.
+        # POC sites share this machine like simulated ones: all cores each, taking turns on them.
         threads = {**os.environ, **client_thread_env(len(sites))}["OMP_NUM_THREADS"]
+        turns = ", CPU turns" if os.environ.get(CPU_TURNS_ENV) != "" else ""
         ready = [line for line in site_log.splitlines() if "site ready" in line]
-        assert len(ready) == 1 and f"({threads} threads)" in ready[0], ready
+        assert len(ready) == 1 and f"({threads} threads{turns})" in ready[0], ready
     server_logs = "".join(p.read_text(errors="replace") for p in (ws.prod / "server").rglob("log*.txt"))
     downloaded = "".join(
         p.read_text(errors="replace") for p in (tmp_path / "pocws/results").rglob("*") if p.suffix in (".txt", ".json")

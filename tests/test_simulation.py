@@ -9,13 +9,14 @@ import pytest
 import torch
 from fedgin.cli import main
 from fedgin.cpu_threads import client_thread_env
+from fedgin.cpu_turns import CPU_TURNS_ENV
 from fedgin.phantoms import generate_phantom_dataset
 from fedgin.simulation import simulate
 from helpers import ABDOMEN, REPO, TINY_TRAINING
 
 
 @pytest.mark.simulator
-def test_fedgin_abdomen_runs_in_the_flare_simulator(tmp_path):
+def test_fedgin_abdomen_runs_in_the_flare_simulator(tmp_path, monkeypatch):
     sites = generate_phantom_dataset("abdomen", tmp_path / "data", seed=3, size=0.5, max_cases=1)
     lines = []
     result = simulate(
@@ -29,9 +30,11 @@ def test_fedgin_abdomen_runs_in_the_flare_simulator(tmp_path):
         # Each site read and preprocessed its data once for the whole job, not once per round.
         ready = [line for line in lines if f"{site}: " in line and "site ready" in line]
         assert len(ready) == 1
-        # Sites that share the machine each get all its cores (idle threads sleep): see fedgin.cpu_threads.
+        # Sites that share the machine each get all its cores and take turns on them: see
+        # fedgin.cpu_threads and fedgin.cpu_turns.
         threads = {**os.environ, **client_thread_env(len(sites))}["OMP_NUM_THREADS"]
-        assert f"({threads} threads)" in ready[0]
+        turns = ", CPU turns" if os.environ.get(CPU_TURNS_ENV) != "" else ""
+        assert f"({threads} threads{turns})" in ready[0]
     progress = json.loads((result.workspace / "results/progress.json").read_text())
     assert sorted((p["site"], p["round"]) for p in progress) == sorted((s, r) for s in sites for r in (1, 2))
     assert (result.workspace / "results/progress.png").stat().st_size > 10_000
@@ -64,7 +67,9 @@ def test_fedgin_abdomen_runs_in_the_flare_simulator(tmp_path):
     assert main(["evaluate", "--model", str(model), "--site-config", str(sites["site-mri"]), "--out", str(out)]) == 0
     assert json.loads(out.read_text())["dice"] == dice["site-mri"]["dice"]
 
-    # A seed reproduces a run: the same job on the same data gives the same global model.
+    # A seed reproduces a run: the same job on the same data gives the same global model, also when
+    # the sites compute at the same time instead of taking CPU turns.
+    monkeypatch.setenv(CPU_TURNS_ENV, "" if turns else str(tmp_path / "turns.lock"))
     again = simulate(
         REPO / "jobs/fedgin_abdomen", sites, tmp_path / "ws2", num_rounds=2, executor_overrides=TINY_TRAINING,
         evaluate_split=None, echo=None, timeout_s=300,

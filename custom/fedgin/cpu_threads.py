@@ -36,7 +36,7 @@ def openmp_runtime() -> str | None:
 
 
 def client_thread_env(
-    parallel_sites: int, environ: Mapping[str, str] = os.environ, runtime: str | None = "detect"
+    parallel_sites: int, environ: Mapping[str, str] = os.environ, runtime: str | None = "detect", turns: bool = False
 ) -> dict[str, str]:
     """OpenMP settings for simulated sites that train side by side on one machine's CPU cores.
 
@@ -55,11 +55,13 @@ def client_thread_env(
         parallel_sites: sites that train at the same time on this machine.
         environ: the environment the sites inherit.
         runtime: OpenMP runtime of torch (see :func:`openmp_runtime`); ``"detect"`` asks it.
+        turns: the sites take CPU turns (:mod:`fedgin.cpu_turns`), so they never compute at the
+            same time: OpenMP's default spinning is then the fastest, and only the thread count is set.
     """
     if parallel_sites <= 1:
         return {}
     settings = {"OMP_NUM_THREADS": str(os.cpu_count() or 1)}
-    if not any(key in environ for key in _WAIT_SETTINGS):
+    if not turns and not any(key in environ for key in _WAIT_SETTINGS):
         if runtime == "detect":
             runtime = openmp_runtime()
         if runtime == "gnu":

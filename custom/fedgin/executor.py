@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 import time
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -21,6 +23,7 @@ from nvflare.apis.shareable import Shareable, make_reply
 from nvflare.apis.signal import Signal
 from nvflare.app_common.app_constant import AppConstants
 
+from fedgin.cpu_turns import Turn, cpu_turn, turns_lock_path
 from fedgin.data.site_data import SiteData, load_site_data
 from fedgin.local_norm import LOCAL_NORM_FILE
 from fedgin.privacy.ledger import budget_spent, ledger_path
@@ -80,6 +83,7 @@ class SegmentationExecutor(Executor):
         self.trainer: Trainer | None = None
         self.trained = False
         self.setup_error: str | None = None
+        self.turns_path: str | None = None
 
     # -- setup -------------------------------------------------------------------------------
     def handle_event(self, event_type: str, fl_ctx: FLContext):
@@ -100,20 +104,24 @@ class SegmentationExecutor(Executor):
         seed = self.config.seed + zlib.crc32(self.site_name.encode()) % 10_000
         self.config.seed = seed
         start = time.time()
-        self.data = load_site_data(
-            self.site,
-            self.config.organs,
-            self.config.spatial_size,
-            self.config.model.spatial_dims,
-            splits=("training", "validation"),
-            background_slice_fraction=self.config.background_slice_fraction,
-            seed=seed,
-        )
+        # Sites that share this machine's cores compute one at a time (fedgin.cpu_turns), loading too.
+        with cpu_turn(turns_lock_path()):
+            self.data = load_site_data(
+                self.site,
+                self.config.organs,
+                self.config.spatial_size,
+                self.config.model.spatial_dims,
+                splits=("training", "validation"),
+                background_slice_fraction=self.config.background_slice_fraction,
+                seed=seed,
+            )
         self.trainer = Trainer(self.config)
+        on_cpu = self.trainer.device.type == "cpu"
+        self.turns_path = turns_lock_path() if on_cpu else None
+        cpu = f" ({torch.get_num_threads()} threads{', CPU turns' if self.turns_path else ''})" if on_cpu else ""
         self.log_info(
             fl_ctx,
-            f"[fedgin] {self.site_name}: {self.site.modality} site ready on {self.trainer.device}"
-            f"{f' ({torch.get_num_threads()} threads)' if self.trainer.device.type == 'cpu' else ''}, "
+            f"[fedgin] {self.site_name}: {self.site.modality} site ready on {self.trainer.device}{cpu}, "
             f"{len(self.data.train)} training samples, {len(self.data.validation)} validation volumes, "
             f"loaded in {time.time() - start:.1f} s",
         )
@@ -160,13 +168,15 @@ class SegmentationExecutor(Executor):
             return make_reply(ReturnCode.EARLY_TERMINATION)
         self.trainer.set_weights(global_weights)
 
-        start = time.time()
-        initial = self.trainer.evaluate(self.data.validation, self.data.present_organs)
-        if abort_signal.triggered:
-            return make_reply(ReturnCode.TASK_ABORTED)
-        stats = self.trainer.train_epochs(self.data.train, should_abort=lambda: abort_signal.triggered)
-        if stats["aborted"]:
-            return make_reply(ReturnCode.TASK_ABORTED)
+        with self._cpu_turn(fl_ctx, abort_signal) as turn:
+            start = time.time()
+            initial = self.trainer.evaluate(self.data.validation, self.data.present_organs)
+            if abort_signal.triggered:
+                return make_reply(ReturnCode.TASK_ABORTED)
+            stats = self.trainer.train_epochs(self.data.train, should_abort=lambda: abort_signal.triggered)
+            if stats["aborted"]:
+                return make_reply(ReturnCode.TASK_ABORTED)
+            seconds = time.time() - start
         self.trained = True
 
         if self.trainer.local_keys:
@@ -178,7 +188,8 @@ class SegmentationExecutor(Executor):
         progress = format_round(
             current_round + 1, num_rounds, self.site_name, initial["mean_dice"], stats["loss"], stats["steps"]
         )
-        self.log_info(fl_ctx, f"[fedgin] {progress} ({time.time() - start:.1f} s)")
+        waited = f", waited {turn.waited_s:.1f} s for a CPU turn" if turn.waited_s >= 0.05 else ""
+        self.log_info(fl_ctx, f"[fedgin] {progress} ({seconds:.1f} s){waited}")
         dxo = DXO(
             data_kind=DataKind.WEIGHT_DIFF,
             data=diff,
@@ -187,6 +198,15 @@ class SegmentationExecutor(Executor):
         result = dxo.to_shareable()
         result.set_header(AppConstants.CURRENT_ROUND, current_round)  # result filters see the round (noise seed)
         return result
+
+    @contextmanager
+    def _cpu_turn(self, fl_ctx: FLContext, abort_signal: Signal) -> Iterator[Turn]:
+        with cpu_turn(self.turns_path, should_abort=lambda: abort_signal.triggered) as turn:
+            if self.turns_path and not turn.taken and not abort_signal.triggered:
+                self.log_warning(
+                    fl_ctx, f"[fedgin] {self.site_name}: no CPU turn after {turn.waited_s:.0f} s; computing anyway", False
+                )
+            yield turn
 
     def _save_local_norm(self, fl_ctx: FLContext) -> None:
         """Keep this site's norm weights in its run folder: with the global model they make the site's model."""
@@ -202,7 +222,8 @@ class SegmentationExecutor(Executor):
         own = self.trainer.get_weights()
         try:
             self.trainer.set_weights(weights)
-            metrics = self.trainer.evaluate(self.data.validation, self.data.present_organs)
+            with self._cpu_turn(fl_ctx, abort_signal):
+                metrics = self.trainer.evaluate(self.data.validation, self.data.present_organs)
         finally:
             self.trainer.set_weights(own)
         if abort_signal.triggered:
