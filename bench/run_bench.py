@@ -1073,8 +1073,9 @@ def _md_fl(sec: dict) -> list[str]:
     lines += [
         f"Steady rounds (round >= 1) of the {longest['rounds']}-round runs, from the simulator log: a round lasts",
         f"{_v(sr['flare_round_s'], '{:.2f} s')}, the last site to finish needs (its wait for a CPU turn + its task:",
-        f"validation + epoch, timed by the executor) {_v(sr['flare_slowest_site_task_s'], '{:.2f} s')}: FLARE's own share of a round (task dispatch, transfer,",
-        f"aggregation, the other sites' wait) is {_v(sr['flare_round_minus_slowest_task_s'], '{:.2f} s')}. "
+        f"validation + epoch, timed by the executor) {_v(sr['flare_slowest_site_task_s'], '{:.2f} s')}: FLARE's own",
+        "share of a round (task dispatch, transfer, aggregation, handing over the turn) is "
+        f"{_v(sr['flare_round_minus_slowest_task_s'], '{:.2f} s')}. "
         f"A plain-process round takes {_v(sr['plain_round_s'], '{:.2f} s')}.",
         "",
         "Each site's task (validation + local epoch, without its wait for a CPU turn; median of rounds >= 1), in",

@@ -21,7 +21,9 @@ def test_other_openmp_runtimes_get_passive_waiting(runtime):
 
 def test_one_site_keeps_openmp_defaults_and_user_settings_win():
     assert client_thread_env(1, environ={}, runtime="gnu") == {}
-    assert client_thread_env(2, environ={"OMP_NUM_THREADS": "1"}, runtime="gnu") == {"GOMP_SPINCOUNT": str(GOMP_SPIN_COUNT)}
+    assert client_thread_env(2, environ={"OMP_NUM_THREADS": "1"}, runtime="gnu") == {
+        "GOMP_SPINCOUNT": str(GOMP_SPIN_COUNT)
+    }
     # Any waiting setting of the user's own means we add none (GOMP_SPINCOUNT would override PASSIVE).
     for key, value in (("OMP_WAIT_POLICY", "PASSIVE"), ("GOMP_SPINCOUNT", "0"), ("KMP_BLOCKTIME", "0")):
         assert client_thread_env(2, environ={"OMP_NUM_THREADS": "1", key: value}, runtime="gnu") == {}

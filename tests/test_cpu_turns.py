@@ -1,11 +1,12 @@
 """CPU turns: co-located sites compute one at a time through a shared lock file."""
 
+import os
 import subprocess
 import sys
 import threading
 import time
 
-from fedgin.cpu_turns import CPU_TURNS_ENV, cpu_turn, cpu_turns_env, turns_lock_path
+from fedgin.cpu_turns import CPU_TURNS_ENV, co_located_env, cpu_turn, cpu_turns_env, turns_lock_path
 
 HOLD = """
 import sys, time
@@ -19,12 +20,10 @@ with cpu_turn(sys.argv[1]) as turn:
 
 def test_processes_take_turns(tmp_path):
     lock = str(tmp_path / "turns.lock")
-    procs = [
-        subprocess.Popen([sys.executable, "-c", HOLD, lock], stdout=subprocess.PIPE, text=True) for _ in range(3)
-    ]
+    procs = [subprocess.Popen([sys.executable, "-c", HOLD, lock], stdout=subprocess.PIPE, text=True) for _ in range(3)]
     spans = sorted(tuple(float(x) for x in p.communicate(timeout=60)[0].split()[:2]) for p in procs)
     assert all(p.returncode == 0 for p in procs)
-    for (_, end), (start, _) in zip(spans, spans[1:]):
+    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
         assert start >= end - 0.01, spans  # no two processes inside their turn at once
 
 
@@ -61,3 +60,14 @@ def test_launchers_set_turns_only_for_several_sites_and_the_user_wins(tmp_path):
     assert cpu_turns_env(2, lock, environ={}) == {CPU_TURNS_ENV: str(lock)}
     assert cpu_turns_env(1, lock, environ={}) == {}
     assert cpu_turns_env(2, lock, environ={CPU_TURNS_ENV: ""}) == {}  # turned off by the user
+
+
+def test_co_located_sites_get_turns_with_openmp_defaults_or_short_spinning_without(tmp_path):
+    lock = tmp_path / "turns.lock"
+    cores = str(os.cpu_count())
+    assert co_located_env(2, lock, environ={}) == {CPU_TURNS_ENV: str(lock), "OMP_NUM_THREADS": cores}
+    # Turns switched off by the user: the sites compute at the same time, with briefly spinning threads.
+    env = co_located_env(2, lock, environ={CPU_TURNS_ENV: ""})
+    assert CPU_TURNS_ENV not in env and env["OMP_NUM_THREADS"] == cores
+    assert {"GOMP_SPINCOUNT", "OMP_WAIT_POLICY"} & set(env)
+    assert co_located_env(1, lock, environ={}) == {}

@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from fedgin.cpu_threads import client_thread_env
+
 try:  # POSIX only; elsewhere sites simply share the cores
     import fcntl
 except ImportError:  # pragma: no cover
@@ -80,11 +82,6 @@ def cpu_turn(
         os.close(fd)
 
 
-def turns_active(env) -> bool:
-    """Whether sites launched with environment ``env`` take CPU turns."""
-    return turns_lock_path(env) is not None
-
-
 def cpu_turns_env(parallel_sites: int, lock_path: str | os.PathLike, environ=os.environ) -> dict[str, str]:
     """Environment for co-located sites to take CPU turns through ``lock_path``.
 
@@ -94,3 +91,13 @@ def cpu_turns_env(parallel_sites: int, lock_path: str | os.PathLike, environ=os.
     if parallel_sites <= 1 or CPU_TURNS_ENV in environ:
         return {}
     return {CPU_TURNS_ENV: str(lock_path)}
+
+
+def co_located_env(parallel_sites: int, lock_path: str | os.PathLike, environ=os.environ) -> dict[str, str]:
+    """What the launchers add to the environment of sites that share this machine: CPU turns through
+    ``lock_path`` (:func:`cpu_turns_env`) and the OpenMP settings that go with them or, when the
+    user turned turns off, with sites computing at the same time (:func:`fedgin.cpu_threads.client_thread_env`).
+    """
+    turns = cpu_turns_env(parallel_sites, lock_path, environ)
+    taking_turns = turns_lock_path({**environ, **turns}) is not None
+    return {**client_thread_env(parallel_sites, environ, turns=taking_turns), **turns}

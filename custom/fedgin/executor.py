@@ -105,7 +105,8 @@ class SegmentationExecutor(Executor):
         self.config.seed = seed
         start = time.time()
         # Sites that share this machine's cores compute one at a time (fedgin.cpu_turns), loading too.
-        with cpu_turn(turns_lock_path()):
+        turns_lock = turns_lock_path()
+        with cpu_turn(turns_lock):
             self.data = load_site_data(
                 self.site,
                 self.config.organs,
@@ -117,7 +118,7 @@ class SegmentationExecutor(Executor):
             )
         self.trainer = Trainer(self.config)
         on_cpu = self.trainer.device.type == "cpu"
-        self.turns_path = turns_lock_path() if on_cpu else None
+        self.turns_path = turns_lock if on_cpu else None
         cpu = f" ({torch.get_num_threads()} threads{', CPU turns' if self.turns_path else ''})" if on_cpu else ""
         self.log_info(
             fl_ctx,
@@ -169,6 +170,8 @@ class SegmentationExecutor(Executor):
         self.trainer.set_weights(global_weights)
 
         with self._cpu_turn(fl_ctx, abort_signal) as turn:
+            if abort_signal.triggered:  # aborted while waiting for the turn
+                return make_reply(ReturnCode.TASK_ABORTED)
             start = time.time()
             initial = self.trainer.evaluate(self.data.validation, self.data.present_organs)
             if abort_signal.triggered:
@@ -204,7 +207,9 @@ class SegmentationExecutor(Executor):
         with cpu_turn(self.turns_path, should_abort=lambda: abort_signal.triggered) as turn:
             if self.turns_path and not turn.taken and not abort_signal.triggered:
                 self.log_warning(
-                    fl_ctx, f"[fedgin] {self.site_name}: no CPU turn after {turn.waited_s:.0f} s; computing anyway", False
+                    fl_ctx,
+                    f"[fedgin] {self.site_name}: no CPU turn after {turn.waited_s:.0f} s; computing anyway",
+                    False,
                 )
             yield turn
 

@@ -23,8 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedgin import admin
-from fedgin.cpu_threads import client_thread_env
-from fedgin.cpu_turns import cpu_turns_env, turns_active
+from fedgin.cpu_turns import co_located_env
 from fedgin.evaluation import evaluate_model, write_json
 from fedgin.executor import SITE_CONFIG_NAME
 from fedgin.jobs import PACKAGE_DIR, job_training_config
@@ -113,10 +112,8 @@ def start(ws: PocWorkspace) -> None:
     if not ws.prod.is_dir():
         raise PocError(f"no POC workspace at {ws.root}: run prepare first")
     # All POC sites share this machine's cores, as simulated sites do, and take turns on them.
-    n_sites = len(ws.sites())
-    turns = cpu_turns_env(n_sites, ws.root.resolve() / "cpu_turns.lock")
-    threads = client_thread_env(n_sites, turns=turns_active({**os.environ, **turns}))
-    nvflare(ws, "poc", "start", "-ex", ADMIN, extra_env={**threads, **turns})
+    env = co_located_env(len(ws.sites()), ws.root.resolve() / "cpu_turns.lock")
+    nvflare(ws, "poc", "start", "-ex", ADMIN, extra_env=env)
 
 
 def processes(ws: PocWorkspace) -> list[int]:

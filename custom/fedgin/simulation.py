@@ -25,8 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fedgin.cpu_threads import client_thread_env
-from fedgin.cpu_turns import cpu_turns_env, turns_active
+from fedgin.cpu_turns import co_located_env
 from fedgin.evaluation import evaluate_model, write_json
 from fedgin.executor import SIMULATOR_SITE_CONFIG_DIR
 from fedgin.jobs import build_job, job_training_config
@@ -103,11 +102,9 @@ def run_simulator(
         sys.executable, "-m", "nvflare.private.fed.app.simulator.simulator", str(job),
         "-w", str(sim_workspace), "-c", ",".join(site_names), "-t", str(threads or len(site_names)),
     ]  # fmt: skip
-    parallel = threads or len(site_names)
     # Sites on this machine take turns on its cores (fedgin.cpu_turns); the lock sits next to the log.
-    turns = cpu_turns_env(parallel, Path(log_file).resolve().parent / "cpu_turns.lock")
-    env = {**os.environ, **turns}
-    env.update(client_thread_env(parallel, turns=turns_active(env)))
+    turns_lock = Path(log_file).resolve().parent / "cpu_turns.lock"
+    env = {**os.environ, **co_located_env(threads or len(site_names), turns_lock)}
     records = []
     start = time.time()
     with (
