@@ -17,7 +17,7 @@ import pytest
 import torch
 from fedgin.jobs import FAULTY_EXECUTOR_PATH
 from fedgin.phantoms import generate_phantom_dataset
-from fedgin.simulation import SimulationError, simulate
+from fedgin.simulation import EARLY_STOP_NOTE, SimulationError, simulate
 from helpers import REPO, TINY_TRAINING, write_nifti, write_site
 
 pytestmark = pytest.mark.simulator
@@ -151,6 +151,8 @@ def test_when_min_clients_cannot_hold_the_job_ends_with_the_last_good_model_save
     state = _state(e.value.global_model)
     assert state and all(torch.isfinite(v).all() for v in state.values())
     server_log = (ws / "simulate/server/log.txt").read_text()
+    # An aborted job runs FLARE's own shutdown and exit code (only a normal end is cut short).
+    assert EARLY_STOP_NOTE not in (ws / "simulator.log").read_text()
     # The saved model is round 1's: persisted once, before the failed round 2.
     assert server_log.count("End persist model on server.") == 1
     assert "Round 1 started." in server_log and "Round 2 started." not in server_log

@@ -4,20 +4,24 @@ import json
 import math
 import os
 import re
+import tempfile
 
+import psutil
 import pytest
 import torch
 from fedgin.cli import main
 from fedgin.cpu_threads import client_thread_env
 from fedgin.cpu_turns import CPU_TURNS_ENV
 from fedgin.phantoms import generate_phantom_dataset
-from fedgin.simulation import simulate
+from fedgin.simulation import EARLY_STOP_NOTE, simulate
 from helpers import ABDOMEN, REPO, TINY_TRAINING
 
 
 @pytest.mark.simulator
 def test_fedgin_abdomen_runs_in_the_flare_simulator(tmp_path, monkeypatch):
     sites = generate_phantom_dataset("abdomen", tmp_path / "data", seed=3, size=0.5, max_cases=1)
+    temp = tempfile.mkdtemp(prefix="t", dir="/tmp")  # short: FLARE puts sockets under it
+    monkeypatch.setattr(tempfile, "tempdir", temp)
     lines = []
     result = simulate(
         REPO / "jobs/fedgin_abdomen", sites, tmp_path / "ws", num_rounds=2, executor_overrides=TINY_TRAINING,
@@ -35,6 +39,13 @@ def test_fedgin_abdomen_runs_in_the_flare_simulator(tmp_path, monkeypatch):
         threads = {**os.environ, **client_thread_env(len(sites))}["OMP_NUM_THREADS"]
         turns = ", CPU turns" if os.environ.get(CPU_TURNS_ENV) != "" else ""
         assert f"({threads} threads{turns})" in ready[0]
+    # The finished job was not left in FLARE's shutdown waits; nothing of it is left running or in
+    # the temp folder.
+    sim_log = (result.workspace / "simulator.log").read_text()
+    assert EARLY_STOP_NOTE in sim_log and " - ERROR - " not in sim_log
+    ws = str(result.workspace)
+    assert not [p.pid for p in psutil.process_iter(["cmdline"]) if ws in " ".join(p.info["cmdline"] or [])]
+    assert not [name for name in os.listdir(temp) if name.startswith(("fedgin-sim-", "pymp-"))]
     progress = json.loads((result.workspace / "results/progress.json").read_text())
     assert sorted((p["site"], p["round"]) for p in progress) == sorted((s, r) for s in sites for r in (1, 2))
     assert (result.workspace / "results/progress.png").stat().st_size > 10_000

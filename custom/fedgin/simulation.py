@@ -19,11 +19,14 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil
 
 from fedgin.cpu_turns import co_located_env
 from fedgin.evaluation import evaluate_model, write_json
@@ -51,6 +54,12 @@ class SimulationError(RuntimeError):
 
 # FLARE's server log line when a job is aborted (e.g. min_clients can no longer be met).
 _ABORT = re.compile(r"Aborting current RUN due to FATAL_SYSTEM_ERROR received: (.*)")
+# A finished job: each site's worker logs _SITE_ENDED once the server sent it the end of the run,
+# which the server does only after _SERVER_FINISHED (END_RUN fired, models and cross-site results saved).
+_SITE_ENDED = "End the Simulator run."
+_SERVER_FINISHED = "Server runner finished."
+SERVER_LOG = Path("server/log.txt")
+EARLY_STOP_NOTE = "[fedgin] the job finished normally; FLARE's shutdown waits skipped"
 
 
 def _abort_reason(log_file: Path) -> str | None:
@@ -85,6 +94,37 @@ def install_site_configs(sim_workspace: Path, sites: Mapping[str, str | Path]) -
         (target / f"{name}.json").write_text(json.dumps(with_absolute_paths(path), indent=2) + "\n")
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    """Kill the simulator and every process under it (its workers run in sessions of their own).
+
+    All are frozen first, so none lives to log the others' end as an error.
+    """
+    try:
+        root = psutil.Process(proc.pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        tree = []
+    for action in ("suspend", "kill"):
+        for process in tree:
+            try:
+                getattr(process, action)()
+            except psutil.NoSuchProcess:
+                pass
+    psutil.wait_procs(tree[1:], timeout=5)
+    proc.wait()
+
+
+def _server_finished_normally(sim_workspace: Path) -> bool:
+    """The server runner finished without a fatal error (every output is on disk by then)."""
+    server_log = sim_workspace / SERVER_LOG
+    deadline = time.time() + 2.0  # logged before the sites are told to end: waiting is a formality
+    while True:
+        text = server_log.read_text(errors="replace") if server_log.is_file() else ""
+        if _SERVER_FINISHED in text or time.time() > deadline:
+            return _SERVER_FINISHED in text and not _ABORT.search(text)
+        time.sleep(0.05)
+
+
 def run_simulator(
     job: Path,
     sim_workspace: Path,
@@ -96,23 +136,35 @@ def run_simulator(
 ) -> list[dict]:
     """Run FLARE's simulator in a child process (it changes the working directory and logging).
 
+    Once every site has ended a normally finished job, the simulator is stopped instead of being
+    left ~6 s in FLARE 2.9's fixed shutdown waits (its process monitor's 3 s grace, the server
+    thread's stop, each worker's grace); its results are on disk by then. Any other ending (an
+    aborted job, a site that died, a swap run with fewer threads than sites) runs FLARE's own
+    shutdown and exit code.
+
     Returns the sites' per-round progress records (see :mod:`fedgin.progress`).
     """
+    n_threads = threads or len(site_names)
     cmd = [
         sys.executable, "-m", "nvflare.private.fed.app.simulator.simulator", str(job),
-        "-w", str(sim_workspace), "-c", ",".join(site_names), "-t", str(threads or len(site_names)),
+        "-w", str(sim_workspace), "-c", ",".join(site_names), "-t", str(n_threads),
     ]  # fmt: skip
     # Sites on this machine take turns on its cores (fedgin.cpu_turns); the lock sits next to the log.
     turns_lock = Path(log_file).resolve().parent / "cpu_turns.lock"
-    env = {**os.environ, **co_located_env(threads or len(site_names), turns_lock)}
+    # FLARE's temporary files (multiprocessing's pymp-* folders among them) go to a folder of ours,
+    # removed after the run, also when its processes were killed. In the system's temp folder: a
+    # socket path in a deep workspace would pass the 108-character limit of AF_UNIX.
+    tmp = Path(tempfile.mkdtemp(prefix="fedgin-sim-"))
+    env = {**os.environ, **co_located_env(n_threads, turns_lock), "TMPDIR": str(tmp)}
     records = []
+    sites_ended, aborted, stopped_early = 0, False, False
     start = time.time()
     with (
         open(log_file, "w") as log,
         subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env) as proc,
     ):
         # A watchdog, so a simulator that hangs without printing still ends at the timeout.
-        watchdog = threading.Timer(timeout_s, proc.kill) if timeout_s else None
+        watchdog = threading.Timer(timeout_s, _stop, (proc,)) if timeout_s else None
         if watchdog:
             watchdog.start()
         try:
@@ -124,13 +176,24 @@ def run_simulator(
                 match = _PROGRESS.search(line)
                 if echo and match:
                     echo(f"  [{time.time() - start:6.1f} s] {match.group(0).replace('[fedgin] ', '')}")
+                aborted = aborted or bool(_ABORT.search(line))
+                sites_ended += _SITE_ENDED in line
+                if (
+                    _SITE_ENDED in line and sites_ended == len(site_names) and n_threads >= len(site_names)
+                    and not aborted and _server_finished_normally(Path(sim_workspace))
+                ):  # fmt: skip
+                    stopped_early = True
+                    _stop(proc)
         except BaseException:
-            proc.kill()
+            _stop(proc)
             raise
         finally:
             if watchdog:
                 watchdog.cancel()
-        rc = proc.wait()
+            rc = 0 if stopped_early else proc.wait()
+            shutil.rmtree(tmp, ignore_errors=True)
+        if stopped_early:
+            log.write(f"{EARLY_STOP_NOTE} ({time.time() - start:.1f} s)\n")
         if timeout_s and time.time() - start > timeout_s:
             raise SimulationError(f"simulator exceeded {timeout_s} s and was stopped; see {log_file}")
     if rc != 0:
