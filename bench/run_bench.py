@@ -12,6 +12,8 @@ Sections (see bench/README.md for how to read them):
 
 * ``gin``: batched GIN against one training step of the default model on the same batch, and
   against a per-sample Python loop of ``RandGIN`` (2D 16x1x128^2, 3D 2x1x96^3).
+* ``options``: the training step as ``Trainer`` runs it against channels-last weights and, on CUDA,
+  without AMP; on CUDA also the batch copy (pageable, pinned + non-blocking, data resident on the GPU).
 * ``fl``: FLARE simulator (2 phantom sites, demo configuration) against the same training in one
   plain process, at 2, 4 and 8 rounds; a linear fit splits fixed start-up cost and per-round cost.
 * ``data``: site data loaded once per job; rounds/s with and without that cache; peak RSS of a client.
@@ -48,7 +50,7 @@ import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 JOB_DIR = REPO / "jobs" / "fedgin_abdomen"
-SECTIONS = ("gin", "families", "fl", "poc", "data", "scale", "infer")
+SECTIONS = ("gin", "families", "options", "fl", "poc", "data", "scale", "infer")
 ABDOMEN = ["liver", "spleen", "kidney_right", "kidney_left", "pancreas", "gallbladder"]
 DEMO_ROUNDS = 30  # the demo job's num_rounds: the FLARE/plain ratio target applies there
 PAPER_ROUNDS = 100  # the FedGIN paper's protocol (100 rounds of one local epoch): reported from the fit
@@ -65,8 +67,8 @@ TINY_MODEL = {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1}
 # Rough seconds per section on 2 idle CPU cores (full / smoke), for the estimate printed first: worked out
 # from the demo's round times, not measured on an idle machine.
 ESTIMATE_S = {
-    "full": {"gin": 20, "families": 15, "fl": 400, "poc": 90, "data": 90, "scale": 210, "infer": 70},
-    "smoke": {"gin": 10, "families": 5, "fl": 80, "poc": 60, "data": 20, "scale": 70, "infer": 15},
+    "full": {"gin": 20, "families": 15, "options": 15, "fl": 400, "poc": 90, "data": 90, "scale": 210, "infer": 70},
+    "smoke": {"gin": 10, "families": 5, "options": 5, "fl": 80, "poc": 60, "data": 20, "scale": 70, "infer": 15},
 }
 
 
@@ -684,6 +686,89 @@ def _md_families(sec: dict) -> list[str]:
     ]
     for kind, ms in sec["step_ms"].items():
         lines.append(f"| {kind} | {ms:.1f} | {sec['extra_vs_none'][kind]:+.1%} |")
+    return lines + [""]
+
+
+def bench_options(ctx: Context) -> dict:
+    """The training step's speed options on this device, timed in turns: what `Trainer` does against
+    channels-last weights and, on CUDA, against no AMP; on CUDA also the batch copy to the device."""
+    import torch
+    from fedgin.data.site_data import TrainSamples
+    from fedgin.training import Trainer
+
+    sz, device = ctx.sizes, ctx.device
+    shape = sz.gin_2d
+    gen = torch.Generator().manual_seed(0)
+    n = shape[0] * 4  # a few batches, cycled
+    images = torch.rand((n, *shape[1:]), generator=gen)
+    data = TrainSamples(images, torch.randint(0, 5, images.shape, generator=gen, dtype=torch.uint8))
+    base = {"spatial_size": list(shape[2:]), "model": sz.gin_model or {}}
+    variants = {"Trainer (as used)": {}, "channels-last weights": {}}
+    if device.type == "cuda":
+        variants["no AMP"] = {"amp": False}
+    trainers = {}
+    for name, overrides in variants.items():
+        trainer = Trainer(train_config({**base, **overrides}), device)
+        if name == "channels-last weights":
+            trainer.model.to(memory_format=torch.channels_last)
+        trainers[name] = trainer
+    labelled = data.labelled_mask(trainers["Trainer (as used)"].config.num_classes)
+    batches = [torch.arange(i, i + shape[0]) for i in range(0, n, shape[0])]
+
+    def stepper(trainer):
+        state = {"i": 0}
+
+        def step():
+            state["i"] += 1
+            return trainer.train_batch(data, batches[state["i"] % len(batches)], labelled)
+
+        return step
+
+    ctx.log(f"  options: {', '.join(variants)} on a {tuple(shape)} batch on {device} ...")
+    times = time_interleaved({k: (stepper(t), 1) for k, t in trainers.items()}, device, sz.warmup, sz.repeats)
+    step_ms = {k: median(v) * 1e3 for k, v in times.items()}
+    default = "Trainer (as used)"
+    out = {
+        "batch": list(shape),
+        "amp": trainers[default].use_amp,
+        "step_ms": {k: rounded(v, 2) for k, v in step_ms.items()},
+        "vs_trainer": {
+            k: rounded(median([a / b for a, b in zip(v, times[default], strict=True)]), 4) for k, v in times.items()
+        },
+        "copy_ms": None,
+    }
+    for k, v in step_ms.items():
+        ctx.log(f"  options: {k} {v:.1f} ms")
+    if device.type == "cuda":
+        x = data.images[batches[0]]
+        resident = data.images.to(device)
+        copies = {
+            "pageable .to(device)": lambda: x.to(device),
+            "pinned, non_blocking (Trainer)": lambda: x.pin_memory().to(device, non_blocking=True),
+            "data resident on the GPU, indexed there": lambda: resident[batches[0].to(device)],
+        }
+        ctimes = time_interleaved({k: (f, 5) for k, f in copies.items()}, device, sz.warmup, sz.repeats)
+        out["copy_ms"] = {k: rounded(median(v) * 1e3, 4) for k, v in ctimes.items()}
+    del trainers
+    return out
+
+
+def _md_options(sec: dict) -> list[str]:
+    lines = [
+        "## 1c. Speed options of a training step",
+        "",
+        f"`Trainer.train_batch` on a {'x'.join(map(str, sec['batch']))} batch of in-memory samples (the copy to the",
+        f"device, GIN, forward, loss, backward, AdamW{'; AMP' if sec['amp'] else ''}) against the same step with the",
+        "model's weights channels-last and, on CUDA, without AMP; timed in turns, ratios per turn.",
+        "",
+        "| variant | step (ms) | vs Trainer |",
+        "|---|---|---|",
+    ]
+    for name, ms in sec["step_ms"].items():
+        lines.append(f"| {name} | {ms:.1f} | {sec['vs_trainer'][name]:.3f} |")
+    if sec.get("copy_ms"):
+        lines += ["", "Copy of one batch to the GPU:", "", "| copy | ms |", "|---|---|"]
+        lines += [f"| {k} | {v:.3f} |" for k, v in sec["copy_ms"].items()]
     return lines + [""]
 
 

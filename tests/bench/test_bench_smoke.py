@@ -19,14 +19,15 @@ def test_gin_and_infer_sections_write_the_report(tmp_path):
     bench = load_bench()
     out = tmp_path / "results"
     rc = bench.main(
-        ["--only", "gin,families,infer", "--smoke", "--device", "cpu", "--out", str(out), "--work", str(tmp_path)]
+        ["--only", "gin,families,options,infer", "--smoke", "--device", "cpu", "--out", str(out)]
+        + ["--work", str(tmp_path)]
     )
     assert rc == 0
 
     report = json.loads((out / "bench_cpu.json").read_text())
     assert report["device"] == "cpu" and report["smoke"] is True
     assert {"cpu_count", "torch", "device", "device_name"} <= set(report["machine"])
-    assert set(report["sections"]) == {"gin", "families", "infer"}
+    assert set(report["sections"]) == {"gin", "families", "options", "infer"}
 
     gin = report["sections"]["gin"]["cases"]
     assert set(gin) == {"2d", "3d"}
@@ -35,9 +36,13 @@ def test_gin_and_infer_sections_write_the_report(tmp_path):
             assert case[key] > 0, key
         assert isinstance(case["met"], bool)
 
+    options = report["sections"]["options"]
+    assert set(options["step_ms"]) == {"Trainer (as used)", "channels-last weights"}  # CPU: no AMP, no copy
+    assert all(ms > 0 for ms in options["step_ms"].values()) and options["copy_ms"] is None
+
     rows = report["sections"]["infer"]["rows"]
     assert {(r["model"], r["device"]) for r in rows} == {("2d", "cpu"), ("3d", "cpu")}
     assert all(r["volumes"] > 0 and r["volumes_per_s"] > 0 for r in rows)
 
     md = (out / "bench_cpu.md").read_text()
-    assert "## 1. GIN cost" in md and "## 5. Inference" in md and "failed" not in md
+    assert "## 1. GIN cost" in md and "## 1c. Speed options" in md and "## 5. Inference" in md and "failed" not in md
