@@ -792,6 +792,21 @@ def _pooled_ratio(runs: list[dict], rounds: int) -> float | None:
     return sum(x["flare"]["wall_s"] for x in pairs) / sum(x["plain"]["wall_s"] for x in pairs)
 
 
+def _repeat_noise(runs: list[dict], rounds: int) -> float | None:
+    """Largest relative difference between two walls of the same work (FLARE or plain) at ``rounds``."""
+    spreads = []
+    for side in ("flare", "plain"):
+        walls = [x[side]["wall_s"] for x in runs if x["rounds"] == rounds]
+        if len(walls) > 1:
+            spreads.append((max(walls) - min(walls)) / min(walls))
+    return max(spreads) if spreads else None
+
+
+def _resolved(ratio: float | None, noise: float | None) -> bool:
+    """Whether a FLARE / plain ratio says anything against the target, given the repeat noise."""
+    return ratio is not None and ratio >= 1 and (noise is None or noise < abs(ratio - FL_MAX_RATIO))
+
+
 def bench_fl(ctx: Context) -> dict:
     """FLARE simulator vs the same training in one plain process, at several round counts."""
     sites = ctx.phantoms()
@@ -841,6 +856,12 @@ def bench_fl(ctx: Context) -> dict:
         ratio_paper = (f_fixed + PAPER_ROUNDS * f_round) / (p_fixed + PAPER_ROUNDS * p_round)
     longest = runs[-1]
     plain_rounds = [x["wall_s"] for x in longest["plain"]["rounds"]]
+    # How far apart this machine measured the very same work (the repeated pair): a ratio closer to
+    # the target than that, below 1 (FLARE does strictly more work than the plain process) or a
+    # negative slope difference is noise, not a result.
+    noise = _repeat_noise(runs, DEMO_ROUNDS)
+    ratio_resolved = _resolved(ratio_demo, noise)
+    overhead_resolved = overhead is not None and overhead >= 0
     return {
         "sites": list(sites),
         "training": ctx.sizes.fl_training,
@@ -848,13 +869,14 @@ def bench_fl(ctx: Context) -> dict:
         "fit": {k: rounded(v) for k, v in fit.items()},
         "flare_fixed_startup_s": rounded(fixed),
         "per_round_overhead_s": rounded(overhead),
-        "per_round_overhead_met": met(overhead, FL_MAX_ROUND_OVERHEAD_S),
+        "per_round_overhead_met": met(overhead, FL_MAX_ROUND_OVERHEAD_S) if overhead_resolved else None,
         "ratio_measured": rounded(_pooled_ratio(runs, longest["rounds"])),
         "ratio_measured_pairs": sum(x["rounds"] == longest["rounds"] for x in runs),
         "ratio_measured_rounds": longest["rounds"],
         "ratio_demo": rounded(ratio_demo),
         "ratio_demo_source": demo_source,
-        "ratio_demo_met": met(ratio_demo, FL_MAX_RATIO),
+        "ratio_demo_met": met(ratio_demo, FL_MAX_RATIO) if ratio_resolved else None,
+        "repeat_noise": rounded(noise),
         "ratio_paper_rounds": PAPER_ROUNDS,
         "ratio_paper": rounded(ratio_paper),
         "steady_round": {
@@ -1185,6 +1207,14 @@ def _md_fl(sec: dict) -> list[str]:
         f"| {_v(sec.get('ratio_paper'))} | | |",
         "",
     ]
+    if sec.get("repeat_noise") is not None:
+        lines += [
+            f"The same work measured twice ({DEMO_ROUNDS} rounds) took walls up to {sec['repeat_noise']:.1%} apart "
+            "on this machine. A target shown '-' is not resolved by this run: the ratio is nearer the target than "
+            "that noise, below 1 (FLARE does strictly more work than the plain process), or the slope difference "
+            "is negative. Rerun on an idle machine.",
+            "",
+        ]
     sr, longest = sec["steady_round"], sec["runs"][-1]
     b, p = longest["flare"]["breakdown"], longest["plain"]
     lines += [
