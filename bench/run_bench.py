@@ -15,7 +15,8 @@ Sections (see bench/README.md for how to read them):
 * ``options``: the training step as ``Trainer`` runs it against channels-last weights and, on CUDA,
   without AMP; on CUDA also the batch copy (pageable, pinned + non-blocking, data resident on the GPU).
 * ``fl``: FLARE simulator (2 phantom sites, demo configuration) against the same training in one
-  plain process, at 2, 4 and 8 rounds; a linear fit splits fixed start-up cost and per-round cost.
+  plain process, at 2, 8 and 30 rounds and 30 again in the other order; a linear fit splits fixed
+  start-up cost and per-round cost; the repeat shows the machine's noise.
 * ``data``: site data loaded once per job; rounds/s with and without that cache; peak RSS of a client.
 * ``scale``: 2, 4 and 8 simulated sites: wall per round and peak RSS per client process.
 * ``infer``: volumes per second of ``Trainer.predict`` + Dice on the phantoms' test volumes.
@@ -871,7 +872,6 @@ def bench_fl(ctx: Context) -> dict:
         "per_round_overhead_s": rounded(overhead),
         "per_round_overhead_met": met(overhead, FL_MAX_ROUND_OVERHEAD_S) if overhead_resolved else None,
         "ratio_measured": rounded(_pooled_ratio(runs, longest["rounds"])),
-        "ratio_measured_pairs": sum(x["rounds"] == longest["rounds"] for x in runs),
         "ratio_measured_rounds": longest["rounds"],
         "ratio_demo": rounded(ratio_demo),
         "ratio_demo_source": demo_source,
