@@ -11,7 +11,7 @@ from helpers import FIXTURES, TOTALSEG_IDS, write_site
 @pytest.fixture
 def fixtures_dir() -> Path:
     if not FIXTURES.is_dir():
-        pytest.fail(f"real NIfTI fixtures missing at {FIXTURES} (../shared/fixtures)")
+        pytest.fail(f"real NIfTI fixtures missing at {FIXTURES}")
     return FIXTURES
 
 

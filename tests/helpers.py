@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO.parent / "shared" / "fixtures" / "totalsegmentator"
+FIXTURES = REPO / "tests" / "fixtures" / "totalsegmentator"
 ABDOMEN = ["liver", "spleen", "kidney_right", "kidney_left", "pancreas", "gallbladder"]
 # TotalSegmentator's label ids (fixtures README).
 TOTALSEG_IDS = {"spleen": 1, "kidney_right": 2, "kidney_left": 3, "gallbladder": 4, "liver": 5, "pancreas": 7}
