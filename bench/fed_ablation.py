@@ -1,0 +1,271 @@
+#!/usr/bin/env python3
+"""Where does the federated path lose against centralized training? Ablations in one process.
+
+FedAvg as the FLARE job runs it, without FLARE's processes: each site is fedgin's ``Trainer`` with
+the executor's per-site seed and data, its update goes through the job's own result filter (built
+from ``config_fed_client.json``), the server averages the updates weighted by local steps (FLARE's
+``InTimeAccumulateWeightedAggregator``). ``tests/bench/test_fed_ablation.py`` checks that this gives
+the FLARE simulator's global model, so a factor found here is a factor of the real job. Each
+variant changes one thing:
+
+    python bench/fed_ablation.py --job jobs/fedgin_abdomen --site site-ct=DEV/site-ct.json \\
+        --site site-mri=DEV/site-mri.json --rounds 20 --out bench/results/fed_ablation \\
+        --variant defaults --variant central:central=1 --variant nofilter:filter=0 \\
+        --variant equal:weighting=equal --variant lr5e-4:lr=0.0005
+
+A variant is ``NAME[:KEY=VALUE,...]``. Federation keys: ``central`` (1: pool every site's data in
+one trainer, one epoch = one round), ``filter`` (0: no result filter), ``weighting`` (``steps``:
+FLARE's default, ``equal``: every site the same weight), ``optimizer`` (``keep``: each site's
+AdamW state lives on across rounds, as in the executor; ``reset``: a fresh AdamW every round).
+Every other key is a training option (``lr=0.0005``, ``model.num_res_units=2``, ``local_steps=80``).
+Writes ``OUT/results.jsonl`` (one line per finished run, kept across invocations: finished runs are
+skipped) and ``OUT/report.md`` (Dice per organ of the final global model on each site's test split).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib
+import json
+import math
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "custom"))
+
+from fedgin.assignments import parse_assignment  # noqa: E402
+from fedgin.data.site_data import SiteData, TrainSamples, load_site_data  # noqa: E402
+from fedgin.jobs import CLIENT_CONFIG, executor_args, read_json  # noqa: E402
+from fedgin.site_config import load_site_config  # noqa: E402
+from fedgin.training import TrainConfig, Trainer, dice_per_volume, summarize_dice  # noqa: E402
+from nvflare.apis.dxo import DXO, DataKind, MetaKey  # noqa: E402
+from nvflare.apis.fl_context import FLContext  # noqa: E402
+
+FEDERATION_KEYS = {"central": 0, "filter": 1, "weighting": "steps", "optimizer": "keep"}
+
+
+def site_seed(seed: int, site_name: str) -> int:
+    """The seed the executor gives a site (``SegmentationExecutor.setup``)."""
+    return seed + zlib.crc32(site_name.encode()) % 10_000
+
+
+def parse_variant(text: str) -> tuple[str, dict, dict]:
+    """``"name:lr=0.0005,filter=0"`` -> (name, training overrides, federation options)."""
+    name, _, rest = text.partition(":")
+    training, federation = {}, dict(FEDERATION_KEYS)
+    for item in filter(None, rest.split(",")):
+        key, value = parse_assignment(item)
+        if key in FEDERATION_KEYS:
+            federation[key] = value
+            continue
+        target = training
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = value
+    if federation["weighting"] not in ("steps", "equal") or federation["optimizer"] not in ("keep", "reset"):
+        raise SystemExit(f"variant {text!r}: weighting is steps|equal, optimizer keep|reset")
+    return name, training, federation
+
+
+def merge(base: dict, overrides: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in overrides.items():
+        out[key] = merge(out.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
+def result_filters(client_config: dict) -> list:
+    """The job's filters of ``train`` results, instantiated from the client config."""
+    filters = []
+    for entry in client_config.get("task_result_filters", []):
+        if "train" not in entry.get("tasks", []):
+            continue
+        for spec in entry.get("filters", []):
+            module, _, cls = spec["path"].rpartition(".")
+            filters.append(getattr(importlib.import_module(module), cls)(**spec.get("args", {})))
+    return filters
+
+
+class Sites:
+    """Each site's preprocessed data, loaded once per (spatial size, background share, seed)."""
+
+    def __init__(self, configs: dict[str, str]):
+        self.configs = {name: load_site_config(path) for name, path in configs.items()}
+        self._cache: dict[tuple, SiteData] = {}
+
+    def data(self, name: str, config: TrainConfig, seed: int) -> SiteData:
+        key = (name, tuple(config.spatial_size), config.model.spatial_dims, config.background_slice_fraction, seed)
+        if key not in self._cache:
+            self._cache[key] = load_site_data(
+                self.configs[name], config.organs, config.spatial_size, config.model.spatial_dims,
+                splits=("training", "validation", "test"),
+                background_slice_fraction=config.background_slice_fraction, seed=seed,
+            )  # fmt: skip
+        return self._cache[key]
+
+
+def score(trainer: Trainer, data: dict[str, SiteData], split: str) -> dict:
+    out = {}
+    for name, site in data.items():
+        volumes = site.test if split == "test" else site.validation
+        out[name] = summarize_dice(dice_per_volume(trainer, volumes), trainer.config.organs, site.present_organs)
+    return out
+
+
+def _fmt(scores: dict) -> str:
+    return " ".join(f"{n} {s['mean_dice'] if s['mean_dice'] is None else round(s['mean_dice'], 3)}"
+                    for n, s in scores.items())  # fmt: skip
+
+
+def run_central(config: TrainConfig, sites: Sites, rounds: int, echo) -> tuple[Trainer, dict]:
+    data = {name: sites.data(name, config, config.seed) for name in sites.configs}
+    trainer = Trainer(config)
+    pooled = TrainSamples.concat([d.train for d in data.values()], config.num_classes)
+    start = time.time()
+    for r in range(rounds):
+        stats = trainer.train_epochs(pooled, epochs=1)
+        echo(f"  epoch {r + 1}/{rounds}: loss {stats['loss']:.3f}, val {_fmt(score(trainer, data, 'val'))} "
+             f"({time.time() - start:.0f} s)")  # fmt: skip
+    return trainer, data
+
+
+def _fedavg(global_weights: dict, updates: dict, weights: dict) -> dict:
+    """Global model + weighted mean of the updates, in the operations' order of FLARE's aggregator
+    (``WeightedAggregationHelper``, sites in sorted order as ``RobustAggregator`` feeds them) and
+    ``FullModelShareableGenerator``: the same float32 roundings, so the same model."""
+    total, count = {}, 0.0
+    for name in sorted(updates):
+        for k, v in updates[name].items():
+            total[k] = v * weights[name] if k not in total else total[k] + v * weights[name]
+        count += weights[name]
+    return {k: global_weights[k] + total[k] * (1.0 / count) for k in global_weights}
+
+
+def run_federated(
+    config: TrainConfig, federation: dict, filters: list, sites: Sites, rounds: int, echo
+) -> tuple[Trainer, dict]:
+    """FedAvg of weight differences, as ScatterAndGather + the executor + the job's filters do it."""
+    trainers, data = {}, {}
+    for name in sites.configs:
+        site_config = copy.deepcopy(config)
+        site_config.seed = site_seed(config.seed, name)
+        trainers[name] = Trainer(site_config)
+        data[name] = sites.data(name, config, site_config.seed)
+    server = config.build_model()  # the persistor's initial model: init_seed = the job's seed
+    global_weights = {k: v.detach().cpu().numpy().copy() for k, v in server.state_dict().items()}
+    start = time.time()
+    for r in range(rounds):
+        updates, weights = {}, {}
+        for name, trainer in trainers.items():
+            if federation["optimizer"] == "reset":
+                trainer.optimizer = type(trainer.optimizer)(trainer.model.parameters(), **trainer.optimizer.defaults)
+            trainer.set_weights(global_weights)
+            stats = trainer.train_epochs(data[name].train)
+            local = trainer.get_weights()
+            dxo = DXO(
+                DataKind.WEIGHT_DIFF,
+                {k: local[k] - global_weights[k] for k in local},
+                meta={MetaKey.NUM_STEPS_CURRENT_ROUND: stats["steps"]},
+            )
+            if federation["filter"]:
+                for f in filters:
+                    dxo = f.process_dxo(dxo, dxo.to_shareable(), FLContext()) or dxo
+            updates[name] = dxo.data
+            weights[name] = float(stats["steps"]) if federation["weighting"] == "steps" else 1.0
+        global_weights = _fedavg(global_weights, updates, weights)
+        server.load_state_dict({k: torch.as_tensor(v) for k, v in global_weights.items()})
+        scorer = trainers[next(iter(trainers))]
+        own = scorer.get_weights()
+        scorer.set_weights(global_weights)
+        val = score(scorer, data, "val")
+        scorer.set_weights(own)
+        echo(f"  round {r + 1}/{rounds}: val {_fmt(val)} ({time.time() - start:.0f} s)")
+    final = Trainer(config)
+    final.set_weights(global_weights)
+    return final, data
+
+
+def run_variant(job: Path, sites: Sites, name: str, training: dict, federation: dict, rounds: int, seed: int, echo):
+    client = read_json(job / CLIENT_CONFIG)
+    args = {k: v for k, v in executor_args(client).items() if not k.endswith("_task_name")}
+    config = TrainConfig.from_dict(merge(args, {**training, "seed": seed}))
+    echo = echo or (lambda line: None)
+    start = time.time()
+    if federation["central"]:
+        trainer, data = run_central(config, sites, rounds, echo)
+    else:
+        trainer, data = run_federated(config, federation, result_filters(client), sites, rounds, echo)
+    test = score(trainer, data, "test")
+    return {
+        "variant": name, "seed": seed, "rounds": rounds, "training": training, "federation": federation,
+        "test": {n: {k: (None if math.isnan(v) else v) for k, v in s.items()} for n, s in test.items()},
+        "seconds": time.time() - start,
+        "model": trainer.get_weights(),  # the final global model (not written to results.jsonl)
+    }  # fmt: skip
+
+
+def write_report(results: list[dict], out: Path) -> None:
+    """Mean over seeds of each site's test mean Dice and per organ, one row per variant."""
+    by_variant: dict[str, list[dict]] = {}
+    for r in results:
+        by_variant.setdefault(r["variant"], []).append(r)
+    site_names = list(results[0]["test"]) if results else []
+    lines = ["| variant | seeds | " + " | ".join(f"{s} mean" for s in site_names) + " | per organ | min/run |",
+             "|---|---|" + "---|" * len(site_names) + "---|---|"]  # fmt: skip
+    for name, runs in by_variant.items():
+        means = [np.mean([r["test"][s]["mean_dice"] for r in runs]) for s in site_names]
+        organs = "; ".join(
+            f"{s}: " + "/".join(f"{np.mean([r['test'][s][k] for r in runs]):.2f}"
+                                for k in runs[0]["test"][s] if k.startswith("dice_"))
+            for s in site_names
+        )  # fmt: skip
+        minutes = np.mean([r["seconds"] for r in runs]) / 60
+        lines.append(
+            f"| {name} | {len(runs)} | " + " | ".join(f"{m:.3f}" for m in means) + f" | {organs} | {minutes:.1f} |"
+        )
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--job", default=str(REPO / "jobs" / "fedgin_abdomen"))
+    p.add_argument("--site", action="append", required=True, metavar="NAME=SITE_CONFIG")
+    p.add_argument("--variant", action="append", default=None, metavar="NAME[:KEY=VALUE,...]")
+    p.add_argument("--rounds", type=int, default=20)
+    p.add_argument("--seeds", default="0", help="comma-separated seeds")
+    p.add_argument("--out", default=str(REPO / "bench" / "results" / "fed_ablation"))
+    args = p.parse_args(argv)
+    sites = Sites(dict(item.split("=", 1) for item in args.site))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "results.jsonl"
+    done = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+    for text in args.variant or ["defaults"]:
+        name, training, federation = parse_variant(text)
+        for seed in (int(s) for s in args.seeds.split(",")):
+            if any(r["variant"] == name and r["seed"] == seed and r["rounds"] == args.rounds for r in done):
+                continue
+            print(f"{name} seed {seed}: {training or ''} {federation}", flush=True)
+            result = run_variant(Path(args.job), sites, name, training, federation, args.rounds, seed,
+                                 lambda s: print(s, flush=True))  # fmt: skip
+            print(f"{name} seed {seed}: test {_fmt({n: s for n, s in result['test'].items()})}", flush=True)
+            result.pop("model")
+            done.append(result)
+            with log.open("a") as f:
+                f.write(json.dumps(result) + "\n")
+            write_report(done, out)
+    write_report(done, out)
+    print((out / "report.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
