@@ -100,3 +100,17 @@ def test_initial_model_is_seeded_and_leaves_the_global_rng_alone():
         assert torch.equal(v, b.state_dict()[k])
     c = SegmentationUNet(3, init_seed=8)
     assert any(not torch.equal(v, c.state_dict()[k]) for k, v in a.state_dict().items())
+
+
+def test_min_local_steps_makes_a_small_site_train_as_many_steps_as_asked():
+    data = _blobs(6, 16, 2)  # 2 batches of 4 per epoch
+    assert Trainer(_config(), device="cpu").train_epochs(data)["steps"] == 2
+    # A round (epochs=None) continues over fresh shuffles up to exactly min_local_steps ...
+    trainer = Trainer(_config(min_local_steps=5), device="cpu")
+    assert trainer.train_epochs(data)["steps"] == 5
+    # ... a site with more data than that still finishes its epoch ...
+    assert Trainer(_config(min_local_steps=1, local_epochs=2), device="cpu").train_epochs(data)["steps"] == 4
+    # ... and an explicit epoch count (centralized and local runs) ignores it.
+    assert trainer.train_epochs(data, epochs=1)["steps"] == 2
+    with pytest.raises(ValueError, match="min_local_steps"):
+        _config(min_local_steps=-1)

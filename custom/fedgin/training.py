@@ -60,6 +60,10 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     gin: GINConfig = field(default_factory=GINConfig)
     local_epochs: int = 1
+    # A round's local work is local_epochs epochs, continued (fresh shuffles) up to at least this
+    # many optimizer steps: a small site then pulls on the average as hard as a large one (FedAvg
+    # weighs updates by steps). 0: epochs only.
+    min_local_steps: int = 0
     batch_size: int = 16
     lr: float = 5e-4
     weight_decay: float = 1e-4
@@ -103,6 +107,10 @@ class TrainConfig:
         check_augmentation(cfg.augmentation_kind, cfg.augmentation_options)
         if cfg.partial_labels not in PARTIAL_LABEL_MODES:
             raise ValueError(f"partial_labels must be one of {PARTIAL_LABEL_MODES}, got {cfg.partial_labels!r}")
+        if cfg.min_local_steps < 0 or cfg.local_epochs < 1:
+            raise ValueError(
+                f"local_epochs must be >= 1 and min_local_steps >= 0, got {cfg.local_epochs}, {cfg.min_local_steps}"
+            )
         if len(cfg.spatial_size) != cfg.model.spatial_dims:
             raise ValueError(
                 f"spatial_size {list(cfg.spatial_size)} does not match spatial_dims {cfg.model.spatial_dims}"
@@ -199,16 +207,20 @@ class Trainer:
     ) -> dict:
         """Run local epochs over ``data``; returns {"loss": mean loss, "steps": optimizer steps}."""
         cfg = self.config
+        min_steps = cfg.min_local_steps if epochs is None else 0  # a round's work, not an explicit count
         epochs = cfg.local_epochs if epochs is None else epochs
-        losses, steps = [], 0
+        losses, steps, epoch = [], 0, 0
         labelled = data.labelled_mask(cfg.num_classes)
-        for _ in range(epochs):
+        while epoch < epochs or steps < min_steps:
             order = torch.randperm(len(data), generator=self.shuffle_generator)
             for start in range(0, len(order), cfg.batch_size):
+                if epoch >= epochs and steps >= min_steps:
+                    break
                 if should_abort():
                     return {"loss": float(np.mean(losses)) if losses else math.nan, "steps": steps, "aborted": True}
                 losses.append(self.train_batch(data, order[start : start + cfg.batch_size], labelled))
                 steps += 1
+            epoch += 1
         return {"loss": float(np.mean(losses)) if losses else math.nan, "steps": steps, "aborted": False}
 
     def train_batch(self, data: TrainSamples, idx: torch.Tensor, labelled: torch.Tensor) -> float:
