@@ -16,7 +16,9 @@ variant changes one thing:
 A variant is ``NAME[:KEY=VALUE,...]``. Federation keys: ``central`` (1: pool every site's data in
 one trainer, one epoch = one round), ``filter`` (0: no result filter), ``weighting`` (``steps``:
 FLARE's default, ``equal``: every site the same weight), ``optimizer`` (``keep``: each site's
-AdamW state lives on across rounds, as in the executor; ``reset``: a fresh AdamW every round).
+AdamW state lives on across rounds, as in the executor; ``reset``: a fresh AdamW every round),
+``server_lr`` (the averaged update is scaled by it: FedOpt with plain SGD on the server; with
+``weighting=equal`` and 2 sites, 2 applies the sum of the sites' updates).
 Every other key is a training option (``lr=0.0005``, ``model.num_res_units=2``, ``local_steps=80``).
 Writes ``OUT/results.jsonl`` (one line per finished run, kept across invocations: finished runs are
 skipped) and ``OUT/report.md`` (Dice per organ of the final global model on each site's test split).
@@ -42,13 +44,13 @@ sys.path.insert(0, str(REPO / "custom"))
 
 from fedgin.assignments import parse_assignment  # noqa: E402
 from fedgin.data.site_data import SiteData, TrainSamples, load_site_data  # noqa: E402
-from fedgin.jobs import CLIENT_CONFIG, executor_args, read_json  # noqa: E402
+from fedgin.jobs import CLIENT_CONFIG, SERVER_CONFIG, executor_args, read_json  # noqa: E402
 from fedgin.site_config import load_site_config  # noqa: E402
 from fedgin.training import TrainConfig, Trainer, dice_per_volume, summarize_dice  # noqa: E402
 from nvflare.apis.dxo import DXO, DataKind, MetaKey  # noqa: E402
 from nvflare.apis.fl_context import FLContext  # noqa: E402
 
-FEDERATION_KEYS = {"central": 0, "filter": 1, "weighting": "steps", "optimizer": "keep"}
+FEDERATION_KEYS = {"central": 0, "filter": 1, "weighting": "steps", "optimizer": "keep", "server_lr": 1.0}
 
 
 def site_seed(seed: int, site_name: str) -> int:
@@ -137,7 +139,7 @@ def run_central(config: TrainConfig, sites: Sites, rounds: int, echo) -> tuple[T
     return trainer, data
 
 
-def _fedavg(global_weights: dict, updates: dict, weights: dict) -> dict:
+def _fedavg(global_weights: dict, updates: dict, weights: dict, server_lr: float = 1.0) -> dict:
     """Global model + weighted mean of the updates, in the operations' order of FLARE's aggregator
     (``WeightedAggregationHelper``, sites in sorted order as ``RobustAggregator`` feeds them) and
     ``FullModelShareableGenerator``: the same float32 roundings, so the same model."""
@@ -146,13 +148,27 @@ def _fedavg(global_weights: dict, updates: dict, weights: dict) -> dict:
         for k, v in updates[name].items():
             total[k] = v * weights[name] if k not in total else total[k] + v * weights[name]
         count += weights[name]
-    return {k: global_weights[k] + total[k] * (1.0 / count) for k in global_weights}
+    if server_lr == 1.0:
+        return {k: global_weights[k] + total[k] * (1.0 / count) for k in global_weights}
+    return {k: global_weights[k] + total[k] * (server_lr / count) for k in global_weights}
+
+
+def step_balancer_cap(server_config: dict) -> int | None:
+    """``max_steps`` of the job's StepBalancer (fedgin.step_balance), or None if it has none."""
+    for component in server_config.get("components", []):
+        if component.get("path") == "fedgin.step_balance.StepBalancer":
+            return int(component.get("args", {}).get("max_steps", 2000))
+    return None
 
 
 def run_federated(
-    config: TrainConfig, federation: dict, filters: list, sites: Sites, rounds: int, echo
+    config: TrainConfig, federation: dict, filters: list, sites: Sites, rounds: int, echo, balancer: int | None = None
 ) -> tuple[Trainer, dict]:
-    """FedAvg of weight differences, as ScatterAndGather + the executor + the job's filters do it."""
+    """FedAvg of weight differences, as ScatterAndGather + the executor + the job's filters do it.
+
+    ``balancer``: the cap of the job's StepBalancer; with it (and ``match_site_steps``) every site
+    trains at least as many steps as the busiest site of the last round.
+    """
     trainers, data = {}, {}
     for name in sites.configs:
         site_config = copy.deepcopy(config)
@@ -162,13 +178,19 @@ def run_federated(
     server = config.build_model()  # the persistor's initial model: init_seed = the job's seed
     global_weights = {k: v.detach().cpu().numpy().copy() for k, v in server.state_dict().items()}
     start = time.time()
+    target = None
     for r in range(rounds):
         updates, weights = {}, {}
+        round_steps = []
         for name, trainer in trainers.items():
             if federation["optimizer"] == "reset":
                 trainer.optimizer = type(trainer.optimizer)(trainer.model.parameters(), **trainer.optimizer.defaults)
             trainer.set_weights(global_weights)
-            stats = trainer.train_epochs(data[name].train)
+            min_steps = config.min_local_steps
+            if target is not None and config.match_site_steps:
+                min_steps = max(min_steps, target)
+            stats = trainer.train_epochs(data[name].train, min_steps=min_steps)
+            round_steps.append(stats["steps"])
             local = trainer.get_weights()
             dxo = DXO(
                 DataKind.WEIGHT_DIFF,
@@ -180,7 +202,8 @@ def run_federated(
                     dxo = f.process_dxo(dxo, dxo.to_shareable(), FLContext()) or dxo
             updates[name] = dxo.data
             weights[name] = float(stats["steps"]) if federation["weighting"] == "steps" else 1.0
-        global_weights = _fedavg(global_weights, updates, weights)
+        target = min(max(round_steps), balancer) if balancer else None
+        global_weights = _fedavg(global_weights, updates, weights, float(federation["server_lr"]))
         server.load_state_dict({k: torch.as_tensor(v) for k, v in global_weights.items()})
         scorer = trainers[next(iter(trainers))]
         own = scorer.get_weights()
@@ -202,7 +225,8 @@ def run_variant(job: Path, sites: Sites, name: str, training: dict, federation: 
     if federation["central"]:
         trainer, data = run_central(config, sites, rounds, echo)
     else:
-        trainer, data = run_federated(config, federation, result_filters(client), sites, rounds, echo)
+        balancer = step_balancer_cap(read_json(job / SERVER_CONFIG))
+        trainer, data = run_federated(config, federation, result_filters(client), sites, rounds, echo, balancer)
     test = score(trainer, data, "test")
     return {
         "variant": name, "seed": seed, "rounds": rounds, "training": training, "federation": federation,

@@ -39,6 +39,15 @@ def test_fedgin_abdomen_runs_in_the_flare_simulator(tmp_path, monkeypatch):
         threads = {**os.environ, **client_thread_env(len(sites))}["OMP_NUM_THREADS"]
         turns = ", CPU turns" if os.environ.get(CPU_TURNS_ENV) != "" else ""
         assert f"({threads} threads{turns})" in ready[0]
+    # Balanced local work (fedgin.step_balance): from round 2 on, every site trains as many steps
+    # as the busiest site did in the round before; round 1 is one epoch each.
+    steps = {
+        (site, r): int(re.search(rf"round {r}/2 {site}:.* over (\d+) steps", "\n".join(lines)).group(1))
+        for site in sites
+        for r in (1, 2)
+    }
+    assert len({steps[s, 1] for s in sites}) == 2, steps  # the tiny sites differ in size ...
+    assert {steps[s, 2] for s in sites} == {max(steps[s, 1] for s in sites)}, steps  # ... and then train alike
     # The finished job was not left in FLARE's shutdown waits; nothing of it is left running or in
     # the temp folder.
     sim_log = (result.workspace / "simulator.log").read_text()

@@ -29,6 +29,7 @@ from fedgin.local_norm import LOCAL_NORM_FILE
 from fedgin.privacy.ledger import budget_spent, ledger_path
 from fedgin.progress import format_round
 from fedgin.site_config import SiteConfig, SiteConfigError, load_site_config
+from fedgin.step_balance import TARGET_STEPS_HEADER
 from fedgin.training import TrainConfig, Trainer
 
 SITE_CONFIG_NAME = "fedgin_site.json"
@@ -176,7 +177,9 @@ class SegmentationExecutor(Executor):
             initial = self.trainer.evaluate(self.data.validation, self.data.present_organs)
             if abort_signal.triggered:
                 return make_reply(ReturnCode.TASK_ABORTED)
-            stats = self.trainer.train_epochs(self.data.train, should_abort=lambda: abort_signal.triggered)
+            stats = self.trainer.train_epochs(
+                self.data.train, should_abort=lambda: abort_signal.triggered, min_steps=self._min_steps(shareable)
+            )
             if stats["aborted"]:
                 return make_reply(ReturnCode.TASK_ABORTED)
             seconds = time.time() - start
@@ -201,6 +204,12 @@ class SegmentationExecutor(Executor):
         result = dxo.to_shareable()
         result.set_header(AppConstants.CURRENT_ROUND, current_round)  # result filters see the round (noise seed)
         return result
+
+    def _min_steps(self, shareable: Shareable) -> int:
+        """This round's least number of optimizer steps: the job's, or the busiest site's of last round."""
+        target = shareable.get_header(TARGET_STEPS_HEADER) if self.config.match_site_steps else None
+        own = self.config.min_local_steps
+        return max(own, int(target)) if isinstance(target, int) and not isinstance(target, bool) else own
 
     @contextmanager
     def _cpu_turn(self, fl_ctx: FLContext, abort_signal: Signal) -> Iterator[Turn]:

@@ -64,6 +64,9 @@ class TrainConfig:
     # many optimizer steps: a small site then pulls on the average as hard as a large one (FedAvg
     # weighs updates by steps). 0: epochs only.
     min_local_steps: int = 0
+    # Train at least as many steps as the busiest site did last round (the server's StepBalancer
+    # sends the number; fedgin.step_balance), so every site's update weighs alike in FedAvg.
+    match_site_steps: bool = True
     batch_size: int = 16
     lr: float = 5e-4
     weight_decay: float = 1e-4
@@ -204,10 +207,16 @@ class Trainer:
         data: TrainSamples,
         epochs: int | None = None,
         should_abort: Callable[[], bool] = lambda: False,
+        min_steps: int | None = None,
     ) -> dict:
-        """Run local epochs over ``data``; returns {"loss": mean loss, "steps": optimizer steps}."""
+        """Run local epochs over ``data``; returns {"loss": mean loss, "steps": optimizer steps}.
+
+        ``epochs=None`` is a federated round: ``local_epochs`` epochs, continued to at least
+        ``min_steps`` optimizer steps (default ``min_local_steps``).
+        """
         cfg = self.config
-        min_steps = cfg.min_local_steps if epochs is None else 0  # a round's work, not an explicit count
+        if min_steps is None:
+            min_steps = cfg.min_local_steps if epochs is None else 0  # a round's work, not an explicit count
         epochs = cfg.local_epochs if epochs is None else epochs
         losses, steps, epoch = [], 0, 0
         labelled = data.labelled_mask(cfg.num_classes)
