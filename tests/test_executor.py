@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from fedgin.executor import SegmentationExecutor, find_site_config
 from fedgin.site_config import SiteConfigError
+from fedgin.step_balance import TARGET_STEPS_HEADER
 from fedgin.training import TrainConfig
 from helpers import ABDOMEN, TINY_TRAINING
 from nvflare.apis.dxo import DXO, DataKind, MetaKey, from_shareable
@@ -35,7 +36,7 @@ def executor(fixture_sites):
     return ex
 
 
-def test_submit_model_before_and_after_train_returns_weight_diff(executor):
+def test_train_returns_a_weight_diff_and_submit_model_the_local_weights(executor):
     ctx, signal = FLContext(), Signal()
     before = executor.execute("submit_model", DXO(DataKind.WEIGHTS, {}).to_shareable(), ctx, signal)
     assert before.get_return_code() == ReturnCode.EMPTY_RESULT
@@ -57,6 +58,27 @@ def test_submit_model_before_and_after_train_returns_weight_diff(executor):
     assert after.data_kind == DataKind.WEIGHTS
     for k in weights:  # the local model is the global one plus the diff
         np.testing.assert_allclose(after.data[k], weights[k] + dxo.data[k], atol=1e-6)
+
+
+def test_train_runs_at_least_the_steps_the_server_asks_for(executor):
+    ctx, signal = FLContext(), Signal()
+    epoch = int(np.ceil(len(executor.data.train) / 8))
+    task = _task(_global_weights())
+    task.set_header(TARGET_STEPS_HEADER, epoch + 3)  # the busiest site's steps (fedgin.step_balance)
+    result = from_shareable(executor.execute("train", task, ctx, signal))
+    assert result.get_meta_prop(MetaKey.NUM_STEPS_CURRENT_ROUND) == epoch + 3
+    # A smaller target than one epoch leaves the epoch whole; with matching off the header is ignored.
+    task.set_header(TARGET_STEPS_HEADER, 1)
+    assert (
+        from_shareable(executor.execute("train", task, ctx, signal)).get_meta_prop(MetaKey.NUM_STEPS_CURRENT_ROUND)
+        == epoch
+    )
+    executor.config.match_site_steps = False
+    task.set_header(TARGET_STEPS_HEADER, epoch + 3)
+    assert (
+        from_shareable(executor.execute("train", task, ctx, signal)).get_meta_prop(MetaKey.NUM_STEPS_CURRENT_ROUND)
+        == epoch
+    )
 
 
 def test_validate_returns_metrics_and_keeps_the_local_model(executor):
