@@ -236,25 +236,41 @@ def run_variant(job: Path, sites: Sites, name: str, training: dict, federation: 
     }  # fmt: skip
 
 
+def _mean_range(values: list[float]) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{np.mean(values):.3f} ({min(values):.3f}-{max(values):.3f})"
+
+
 def write_report(results: list[dict], out: Path) -> None:
-    """Mean over seeds of each site's test mean Dice and per organ, one row per variant."""
+    """``report.md``: each variant's test mean Dice per site (mean over seeds, their range), then
+    every run's Dice per organ."""
     by_variant: dict[str, list[dict]] = {}
     for r in results:
         by_variant.setdefault(r["variant"], []).append(r)
-    site_names = list(results[0]["test"]) if results else []
-    lines = ["| variant | seeds | " + " | ".join(f"{s} mean" for s in site_names) + " | per organ | min/run |",
-             "|---|---|" + "---|" * len(site_names) + "---|---|"]  # fmt: skip
+    sites = list(results[0]["test"]) if results else []
+    lines = ["| variant | seeds | " + " | ".join(f"{s} mean Dice" for s in sites) + " | minutes a run |",
+             "|---|---|" + "---|" * len(sites) + "---|"]  # fmt: skip
     for name, runs in by_variant.items():
-        means = [np.mean([r["test"][s]["mean_dice"] for r in runs]) for s in site_names]
-        organs = "; ".join(
-            f"{s}: " + "/".join(f"{np.mean([r['test'][s][k] for r in runs]):.2f}"
-                                for k in runs[0]["test"][s] if k.startswith("dice_"))
-            for s in site_names
-        )  # fmt: skip
+        cells = [_mean_range([r["test"][s]["mean_dice"] for r in runs]) for s in sites]
         minutes = np.mean([r["seconds"] for r in runs]) / 60
-        lines.append(
-            f"| {name} | {len(runs)} | " + " | ".join(f"{m:.3f}" for m in means) + f" | {organs} | {minutes:.1f} |"
-        )
+        seeds = ",".join(str(r["seed"]) for r in sorted(runs, key=lambda r: r["seed"]))
+        lines.append(f"| {name} | {seeds} | " + " | ".join(cells) + f" | {minutes:.1f} |")
+    organs = []  # in the job's order, as the runs list them
+    for key in (k for r in results for t in r["test"].values() for k in t):
+        if key.startswith("dice_") and key not in organs:
+            organs.append(key)
+    lines += ["", "| variant | seed | site | " + " | ".join(k[5:] for k in organs) + " | mean |",
+              "|---|---|---|" + "---|" * (len(organs) + 1)]  # fmt: skip
+    for name, runs in by_variant.items():
+        for r in sorted(runs, key=lambda r: r["seed"]):
+            for s in sites:
+                t = r["test"][s]
+                cells = ["-" if t.get(k) is None else f"{t[k]:.3f}" for k in organs + ["mean_dice"]]
+                lines.append(f"| {name} | {r['seed']} | {s} | " + " | ".join(cells) + " |")
     (out / "report.md").write_text("\n".join(lines) + "\n")
 
 
