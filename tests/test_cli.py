@@ -1,9 +1,11 @@
-"""Command-line changes of a job's training options: --gin/--no-gin and --set KEY=VALUE."""
+"""The command line: help, --gin/--no-gin and --set KEY=VALUE, errors that name the problem."""
 
+import numpy as np
 import pytest
+import torch
 from fedgin.cli import main
 from fedgin.jobs import job_training_config
-from helpers import REPO
+from helpers import REPO, write_nifti, write_site
 
 
 def test_set_changes_the_built_jobs_training_options(tmp_path):
@@ -26,3 +28,24 @@ def test_a_bad_set_is_named_before_anything_runs(tmp_path, item, message):
     with pytest.raises(SystemExit, match=message):
         main(["build-job", str(REPO / "jobs/fedavg_abdomen"), "--out", str(tmp_path / "job"), "--set", item])
     assert not (tmp_path / "job").exists()
+
+
+def test_help_names_every_command(capsys):
+    with pytest.raises(SystemExit):
+        main(["-h"])
+    out = capsys.readouterr().out
+    commands = ("demo", "phantoms", "simulate", "poc", "provision", "admin", "build-job", "evaluate", "train")
+    assert all(c in out for c in commands + ("experiment", "prepare"))
+    assert "COMMAND -h" in out
+
+
+def test_evaluate_on_an_empty_split_is_an_error_naming_it(tmp_path, capsys):
+    write_nifti(tmp_path / "img.nii.gz", np.zeros((8, 8, 4), np.float32))
+    write_nifti(tmp_path / "lab.nii.gz", np.ones((8, 8, 4), np.uint8))
+    site = write_site(tmp_path, "CT", {"training": [("img.nii.gz", "lab.nii.gz")], "test": []}, {"liver": 1})
+    job = REPO / "jobs/fedgin_abdomen"
+    model = tmp_path / "model.pt"
+    torch.save({"model": job_training_config(job).build_model().state_dict()}, model)
+    rc = main(["evaluate", "--model", str(model), "--site-config", str(site), "--job", str(job)])
+    assert rc == 1
+    assert f"{site}: its 'test' split lists no volumes" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Command line: ``python -m fedgin {demo,phantoms,simulate,build-job,evaluate,train}``."""
+"""Command line of fedgin: ``python -m fedgin COMMAND [options]``; ``python -m fedgin COMMAND -h`` for one command."""
 
 from __future__ import annotations
 
@@ -133,6 +133,8 @@ def cmd_evaluate(args) -> int:
     from fedgin.report import dice_table
 
     result = evaluate_model(args.model, args.site_config, split=args.split, job_dir=args.job)
+    if not result["n_volumes"]:
+        raise ValueError(f"{args.site_config}: its {args.split!r} split lists no volumes; there is nothing to evaluate")
     name = Path(args.site_config).stem
     print(dice_table({name: result}, title=f"Dice on {name} ({args.split} split)"))
     if args.out:
