@@ -3,8 +3,11 @@
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -13,7 +16,7 @@ from fedgin.cpu_threads import client_thread_env
 from fedgin.cpu_turns import CPU_TURNS_ENV
 from fedgin.jobs import CLIENT_CONFIG, build_job
 from fedgin.phantoms import generate_phantom_dataset
-from fedgin.poc import PocError, PocWorkspace, processes, run_poc
+from fedgin.poc import PocError, PocWorkspace, processes, run_poc, stop
 from helpers import ABDOMEN, REPO, TINY_TRAINING
 
 
@@ -84,3 +87,32 @@ def test_poc_stops_everything_when_the_run_fails(tmp_path):
     assert str(tmp_path / "pocws") not in ps, [line for line in ps.splitlines() if "pocws" in line]
     assert processes(PocWorkspace.at(tmp_path / "pocws")) == []
     assert _port_free(8002)
+
+
+def test_stop_leaves_a_users_own_processes_on_the_poc_folder_alone(tmp_path):
+    ws = PocWorkspace.at(tmp_path / "pocws")
+    log = ws.root / "poc" / "site-1" / "log.txt"  # no prod_00: FLARE's own `poc stop` is not needed
+    log.parent.mkdir(parents=True)
+    log.write_text("")
+    # A user's `tail -f` on a site log, and a stand-in for a FLARE participant of this workspace.
+    tail = subprocess.Popen(["tail", "-f", str(log)])
+    flare = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time; time.sleep(60)",
+            "-m",
+            "nvflare.private.fed.app.client.client_train",
+            str(log.parent),
+        ]  # fmt: skip
+    )
+    try:
+        time.sleep(0.5)
+        assert processes(ws) == [flare.pid]
+        stop(ws, grace_s=0)
+        assert flare.wait(timeout=10) == -signal.SIGKILL
+        assert tail.poll() is None  # still running
+    finally:
+        for p in (tail, flare):
+            p.kill()
+            p.wait()

@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from fedgin import admin
 from fedgin.cpu_turns import co_located_env
 from fedgin.evaluation import evaluate_model, write_json
@@ -36,6 +38,7 @@ ADMIN = "admin@nvidia.com"
 # outgoing train result, whatever the job's own config says.
 PRIVACY_POLICY = PACKAGE_DIR.parent.parent / "poc" / "privacy.json"
 DEFAULT_WORKSPACE = Path(tempfile.gettempdir()) / "fedgin_poc"
+FLARE_START_SCRIPTS = ("start.sh", "sub_start.sh")  # a kit's scripts that start and restart a participant
 REPO_ROOT = PACKAGE_DIR.parent.parent
 
 
@@ -116,11 +119,22 @@ def start(ws: PocWorkspace) -> None:
     nvflare(ws, "poc", "start", "-ex", ADMIN, extra_env=env)
 
 
+def _is_flare_process(cmdline: list[str], marker: str) -> bool:
+    """A FLARE process of the workspace ``marker``: a participant (``python -m nvflare...``) or the
+    kit's start scripts that restart it, never a user's ``tail -f`` on one of its logs."""
+    if not any(marker in arg for arg in cmdline):
+        return False
+    return any("nvflare" in arg for arg in cmdline) or any(arg.endswith(FLARE_START_SCRIPTS) for arg in cmdline)
+
+
 def processes(ws: PocWorkspace) -> list[int]:
-    """PIDs of the processes running from this POC workspace (their command lines name it)."""
-    out = subprocess.run(["ps", "-eww", "-o", "pid=,args="], capture_output=True, text=True).stdout
+    """PIDs of the FLARE processes running from this POC workspace (see :func:`_is_flare_process`)."""
     marker = str(ws.root / "poc")
-    return [int(line.split(None, 1)[0]) for line in out.splitlines() if marker in line and line.strip()]
+    pids = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        if _is_flare_process(proc.info["cmdline"] or [], marker):
+            pids.append(proc.info["pid"])
+    return pids
 
 
 def stop(ws: PocWorkspace, grace_s: float = 30.0) -> None:
