@@ -272,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="phantoms + the FLARE simulator + a Dice table, no data needed")
     p.add_argument("--workspace", default="workspace/demo", help="output folder (default: %(default)s)")
     p.add_argument("--task", choices=TASKS, default="abdomen")
-    p.add_argument("--rounds", type=int, default=None, help="FL rounds (default: the job's)")
+    # 20 rounds: the budget the defaults were chosen at on real scans, and a demo of ~3 minutes here.
+    p.add_argument("--rounds", type=int, default=20, help="FL rounds (default: %(default)s)")
     p.add_argument("--no-gin", dest="gin", action="store_false", help="run the FedAvg job without GIN")
     p.add_argument("--seed", type=int, default=0, help="phantom seed")
     p.add_argument("--threads", type=int, default=None, help="sites trained in parallel (default: all)")
