@@ -112,5 +112,8 @@ def test_min_local_steps_makes_a_small_site_train_as_many_steps_as_asked():
     assert Trainer(_config(min_local_steps=1, local_epochs=2), device="cpu").train_epochs(data)["steps"] == 4
     # ... and an explicit epoch count (centralized and local runs) ignores it.
     assert trainer.train_epochs(data, epochs=1)["steps"] == 2
+    # A site without a single training sample ends its round instead of looping for ever.
+    empty = TrainSamples(data.images[:0], data.labels[:0])
+    assert Trainer(_config(min_local_steps=5), device="cpu").train_epochs(empty)["steps"] == 0
     with pytest.raises(ValueError, match="min_local_steps"):
         _config(min_local_steps=-1)

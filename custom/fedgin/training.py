@@ -220,7 +220,7 @@ class Trainer:
         epochs = cfg.local_epochs if epochs is None else epochs
         losses, steps, epoch = [], 0, 0
         labelled = data.labelled_mask(cfg.num_classes)
-        while epoch < epochs or steps < min_steps:
+        while epoch < epochs or (steps < min_steps and len(data) > 0):
             order = torch.randperm(len(data), generator=self.shuffle_generator)
             for start in range(0, len(order), cfg.batch_size):
                 if epoch >= epochs and steps >= min_steps:
