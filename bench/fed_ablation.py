@@ -33,7 +33,6 @@ import json
 import math
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +43,7 @@ sys.path.insert(0, str(REPO / "custom"))
 
 from fedgin.assignments import parse_assignment  # noqa: E402
 from fedgin.data.site_data import SiteData, TrainSamples, load_site_data  # noqa: E402
+from fedgin.executor import site_seed  # noqa: E402
 from fedgin.jobs import CLIENT_CONFIG, SERVER_CONFIG, executor_args, read_json  # noqa: E402
 from fedgin.site_config import load_site_config  # noqa: E402
 from fedgin.training import TrainConfig, Trainer, dice_per_volume, summarize_dice  # noqa: E402
@@ -51,11 +51,6 @@ from nvflare.apis.dxo import DXO, DataKind, MetaKey  # noqa: E402
 from nvflare.apis.fl_context import FLContext  # noqa: E402
 
 FEDERATION_KEYS = {"central": 0, "filter": 1, "weighting": "steps", "optimizer": "keep", "server_lr": 1.0}
-
-
-def site_seed(seed: int, site_name: str) -> int:
-    """The seed the executor gives a site (``SegmentationExecutor.setup``)."""
-    return seed + zlib.crc32(site_name.encode()) % 10_000
 
 
 def parse_variant(text: str) -> tuple[str, dict, dict]:
@@ -148,8 +143,6 @@ def _fedavg(global_weights: dict, updates: dict, weights: dict, server_lr: float
         for k, v in updates[name].items():
             total[k] = v * weights[name] if k not in total else total[k] + v * weights[name]
         count += weights[name]
-    if server_lr == 1.0:
-        return {k: global_weights[k] + total[k] * (1.0 / count) for k in global_weights}
     return {k: global_weights[k] + total[k] * (server_lr / count) for k in global_weights}
 
 
@@ -186,10 +179,7 @@ def run_federated(
             if federation["optimizer"] == "reset":
                 trainer.optimizer = type(trainer.optimizer)(trainer.model.parameters(), **trainer.optimizer.defaults)
             trainer.set_weights(global_weights)
-            min_steps = config.min_local_steps
-            if target is not None and config.match_site_steps:
-                min_steps = max(min_steps, target)
-            stats = trainer.train_epochs(data[name].train, min_steps=min_steps)
+            stats = trainer.train_epochs(data[name].train, min_steps=config.round_min_steps(target))
             round_steps.append(stats["steps"])
             local = trainer.get_weights()
             dxo = DXO(

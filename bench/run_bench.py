@@ -40,7 +40,6 @@ import sys
 import tempfile
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -431,6 +430,7 @@ def plain_worker(spec_path: str) -> int:
     import numpy as np
     import torch
     from fedgin.data.site_data import load_site_data
+    from fedgin.executor import site_seed
     from fedgin.jobs import job_training_config
     from fedgin.site_config import load_site_config
     from fedgin.training import Trainer
@@ -450,7 +450,7 @@ def plain_worker(spec_path: str) -> int:
     sites = {}
     for name, path in spec["sites"].items():
         # The executor's per-site seed, so both runs see the same slices and draws.
-        cfg = replace(base, seed=base.seed + zlib.crc32(name.encode()) % 10_000)
+        cfg = replace(base, seed=site_seed(base.seed, name))
         site = load_site_config(path)
         sites[name] = {"site": site, "cfg": cfg, "data": load(site, cfg), "trainer": Trainer(cfg, device)}
     loaded = time.time()

@@ -50,6 +50,11 @@ def find_site_config(local_dir: str | Path, site_name: str) -> Path:
     raise SiteConfigError(f"site {site_name}: no site config found; put it at {candidates[1]} (or {candidates[0]})")
 
 
+def site_seed(job_seed: int, site_name: str) -> int:
+    """A site's own seed (data draws, batch order, GIN): the job's seed shifted by the site's name."""
+    return job_seed + zlib.crc32(site_name.encode()) % 10_000
+
+
 def _finite_metrics(metrics: dict, prefix: str = "val_") -> dict:
     # Organs a site does not label are NaN; leave them out so results stay valid JSON.
     return {prefix + k: v for k, v in metrics.items() if isinstance(v, float) and math.isfinite(v)}
@@ -102,7 +107,7 @@ class SegmentationExecutor(Executor):
     def setup(self, site_config: str | Path, fl_ctx: FLContext):
         """Read the site config, load and cache the site's data once, build the trainer."""
         self.site = load_site_config(site_config)
-        seed = self.config.seed + zlib.crc32(self.site_name.encode()) % 10_000
+        seed = site_seed(self.config.seed, self.site_name)
         self.config.seed = seed
         start = time.time()
         # Sites that share this machine's cores compute one at a time (fedgin.cpu_turns), loading too.
@@ -206,10 +211,8 @@ class SegmentationExecutor(Executor):
         return result
 
     def _min_steps(self, shareable: Shareable) -> int:
-        """This round's least number of optimizer steps: the job's, or the busiest site's of last round."""
-        target = shareable.get_header(TARGET_STEPS_HEADER) if self.config.match_site_steps else None
-        own = self.config.min_local_steps
-        return max(own, int(target)) if isinstance(target, int) and not isinstance(target, bool) else own
+        target = shareable.get_header(TARGET_STEPS_HEADER)
+        return self.config.round_min_steps(target if isinstance(target, int) and not isinstance(target, bool) else None)
 
     @contextmanager
     def _cpu_turn(self, fl_ctx: FLContext, abort_signal: Signal) -> Iterator[Turn]:

@@ -135,6 +135,13 @@ class TrainConfig:
         base = self.gin.kwargs() if kind in ("gin", "gin_ipa") else {}
         return {**base, **self.augmentation_options}
 
+    def round_min_steps(self, busiest_site_steps: int | None) -> int:
+        """A federated round's least optimizer steps: ``min_local_steps``, raised to the busiest site's
+        steps of the last round (the StepBalancer's target) when ``match_site_steps``."""
+        if busiest_site_steps is None or not self.match_site_steps:
+            return self.min_local_steps
+        return max(self.min_local_steps, int(busiest_site_steps))
+
     @property
     def num_classes(self) -> int:
         return len(self.organs) + 1
