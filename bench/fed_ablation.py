@@ -128,6 +128,7 @@ def run_central(config: TrainConfig, sites: Sites, rounds: int, echo) -> tuple[T
     pooled = TrainSamples.concat([d.train for d in data.values()], config.num_classes)
     start = time.time()
     for r in range(rounds):
+        trainer.start_round(r, rounds)
         stats = trainer.train_epochs(pooled, epochs=1)
         echo(f"  epoch {r + 1}/{rounds}: loss {stats['loss']:.3f}, val {_fmt(score(trainer, data, 'val'))} "
              f"({time.time() - start:.0f} s)")  # fmt: skip
@@ -179,6 +180,7 @@ def run_federated(
             if federation["optimizer"] == "reset":
                 trainer.optimizer = type(trainer.optimizer)(trainer.model.parameters(), **trainer.optimizer.defaults)
             trainer.set_weights(global_weights)
+            trainer.start_round(r, rounds)
             stats = trainer.train_epochs(data[name].train, min_steps=config.round_min_steps(target))
             round_steps.append(stats["steps"])
             local = trainer.get_weights()

@@ -117,3 +117,19 @@ def test_min_local_steps_makes_a_small_site_train_as_many_steps_as_asked():
     assert Trainer(_config(min_local_steps=5), device="cpu").train_epochs(empty)["steps"] == 0
     with pytest.raises(ValueError, match="min_local_steps"):
         _config(min_local_steps=-1)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine", "poly"])
+def test_lr_schedule_sets_each_rounds_learning_rate(schedule):
+    trainer = Trainer(_config(lr=1e-3, lr_schedule=schedule), device="cpu")
+    rates = [trainer.start_round(r, 10) for r in range(10)]
+    assert rates[0] == pytest.approx(1e-3)
+    assert all(g["lr"] == rates[-1] for g in trainer.optimizer.param_groups)
+    if schedule == "constant":
+        assert rates == [pytest.approx(1e-3)] * 10
+    else:  # decreasing to a small, still positive rate in the last round
+        assert all(a > b for a, b in zip(rates, rates[1:]))
+        assert 0 < rates[-1] < 0.2e-3
+    assert trainer.start_round(3, 0) == pytest.approx(1e-3)  # rounds unknown: the base rate
+    with pytest.raises(ValueError, match="lr_schedule"):
+        _config(lr_schedule="step")

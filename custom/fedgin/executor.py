@@ -182,6 +182,7 @@ class SegmentationExecutor(Executor):
             initial = self.trainer.evaluate(self.data.validation, self.data.present_organs)
             if abort_signal.triggered:
                 return make_reply(ReturnCode.TASK_ABORTED)
+            self.trainer.start_round(current_round, num_rounds)
             stats = self.trainer.train_epochs(
                 self.data.train, should_abort=lambda: abort_signal.triggered, min_steps=self._min_steps(shareable)
             )

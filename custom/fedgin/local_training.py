@@ -70,6 +70,7 @@ def train_local(
     start = time.time()
     steps = 0
     for epoch in range(epochs):
+        trainer.start_round(epoch, epochs)
         if norms:
             stats = train_domain_epochs(trainer, parts, norms, epochs=1)
         else:

@@ -22,6 +22,9 @@ from fedgin.model import DEFAULT_CHANNELS, DEFAULT_STRIDES, SegmentationUNet, no
 from fedgin.transforms import ipa_consistency_loss
 
 
+LR_SCHEDULES = ("constant", "cosine", "poly")
+
+
 @dataclass
 class GINConfig:
     """GIN augmentation options (Ouyang et al. 2022 defaults)."""
@@ -69,6 +72,9 @@ class TrainConfig:
     match_site_steps: bool = True
     batch_size: int = 16
     lr: float = 5e-4
+    # Learning rate over the run (federated rounds, or epochs of a centralized/local run), set at
+    # the start of each: "constant", "cosine" (to 0 at the end) or "poly" (nnU-Net's (1 - t)^0.9).
+    lr_schedule: str = "constant"
     weight_decay: float = 1e-4
     eval_batch_size: int = 32
     background_slice_fraction: float = 0.1
@@ -110,6 +116,8 @@ class TrainConfig:
         check_augmentation(cfg.augmentation_kind, cfg.augmentation_options)
         if cfg.partial_labels not in PARTIAL_LABEL_MODES:
             raise ValueError(f"partial_labels must be one of {PARTIAL_LABEL_MODES}, got {cfg.partial_labels!r}")
+        if cfg.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {cfg.lr_schedule!r}")
         if cfg.min_local_steps < 0 or cfg.local_epochs < 1:
             raise ValueError(
                 f"local_epochs must be >= 1 and min_local_steps >= 0, got {cfg.local_epochs}, {cfg.min_local_steps}"
@@ -134,6 +142,16 @@ class TrainConfig:
         kind = self.augmentation_kind
         base = self.gin.kwargs() if kind in ("gin", "gin_ipa") else {}
         return {**base, **self.augmentation_options}
+
+    def lr_at(self, index: int, total: int) -> float:
+        """The learning rate of round (or epoch) ``index`` of ``total`` (0-based) under ``lr_schedule``;
+        ``lr`` when the total is unknown (0)."""
+        if self.lr_schedule == "constant" or total <= 0:
+            return self.lr
+        t = min(max(index, 0), total) / total
+        if self.lr_schedule == "cosine":
+            return self.lr * 0.5 * (1.0 + math.cos(math.pi * t))
+        return self.lr * (1.0 - t) ** 0.9
 
     def round_min_steps(self, busiest_site_steps: int | None) -> int:
         """A federated round's least optimizer steps: ``min_local_steps``, raised to the busiest site's
@@ -209,6 +227,13 @@ class Trainer:
         self.model.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in weights.items()}, strict=False)
 
     # -- training ----------------------------------------------------------------------------
+    def start_round(self, index: int, total: int) -> float:
+        """Set the optimizer's learning rate for round (or epoch) ``index`` of ``total``; returns it."""
+        lr = self.config.lr_at(index, total)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
     def train_epochs(
         self,
         data: TrainSamples,
