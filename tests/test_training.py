@@ -128,7 +128,7 @@ def test_lr_schedule_sets_each_rounds_learning_rate(schedule):
     if schedule == "constant":
         assert rates == [pytest.approx(1e-3)] * 10
     else:  # decreasing to a small, still positive rate in the last round
-        assert all(a > b for a, b in zip(rates, rates[1:]))
+        assert all(a > b for a, b in zip(rates[:-1], rates[1:], strict=True))
         assert 0 < rates[-1] < 0.2e-3
     assert trainer.start_round(3, 0) == pytest.approx(1e-3)  # rounds unknown: the base rate
     with pytest.raises(ValueError, match="lr_schedule"):

@@ -21,7 +21,6 @@ from fedgin.losses import PARTIAL_LABEL_MODES, MarginalDiceCELoss
 from fedgin.model import DEFAULT_CHANNELS, DEFAULT_STRIDES, SegmentationUNet, norm_parameter_names
 from fedgin.transforms import ipa_consistency_loss
 
-
 LR_SCHEDULES = ("constant", "cosine", "poly")
 
 
