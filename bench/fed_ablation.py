@@ -41,12 +41,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "custom"))
 
-from fedgin.assignments import parse_assignment  # noqa: E402
-from fedgin.data.site_data import SiteData, TrainSamples, load_site_data  # noqa: E402
-from fedgin.executor import site_seed  # noqa: E402
-from fedgin.jobs import CLIENT_CONFIG, SERVER_CONFIG, executor_args, read_json  # noqa: E402
-from fedgin.site_config import load_site_config  # noqa: E402
-from fedgin.training import TrainConfig, Trainer, dice_per_volume, summarize_dice  # noqa: E402
+from fedgin.flare.executor import site_seed  # noqa: E402
+from fedgin.seg.data.site_data import SiteData, TrainSamples, load_site_data  # noqa: E402
+from fedgin.seg.site_config import load_site_config  # noqa: E402
+from fedgin.seg.training import TrainConfig, Trainer, dice_per_volume, summarize_dice  # noqa: E402
+from fedgin.tools.assignments import parse_assignment  # noqa: E402
+from fedgin.tools.jobs import CLIENT_CONFIG, SERVER_CONFIG, executor_args, read_json  # noqa: E402
 from nvflare.apis.dxo import DXO, DataKind, MetaKey  # noqa: E402
 from nvflare.apis.fl_context import FLContext  # noqa: E402
 
@@ -148,9 +148,9 @@ def _fedavg(global_weights: dict, updates: dict, weights: dict, server_lr: float
 
 
 def step_balancer_cap(server_config: dict) -> int | None:
-    """``max_steps`` of the job's StepBalancer (fedgin.step_balance), or None if it has none."""
+    """``max_steps`` of the job's StepBalancer (fedgin.flare.step_balance), or None if it has none."""
     for component in server_config.get("components", []):
-        if component.get("path") == "fedgin.step_balance.StepBalancer":
+        if component.get("path") == "fedgin.flare.step_balance.StepBalancer":
             return int(component.get("args", {}).get("max_steps", 2000))
     return None
 

@@ -90,7 +90,7 @@ class Sizes:
     fl_rounds: tuple[int, ...] = (2, 8, 30)  # three points for the fit; 30 = the demo's rounds, measured
     fl_repeat_longest: bool = True  # the longest pair again, plain first (A-B-B-A against drift)
     poc_rounds: int = 8
-    fl_training: dict = field(default_factory=lambda: {"spatial_size": [96, 96]})  # fedgin.cli.DEMO_OVERRIDES
+    fl_training: dict = field(default_factory=lambda: {"spatial_size": [96, 96]})  # fedgin.tools.cli.DEMO_OVERRIDES
     data_rounds: int = 3  # per mode (cached / reloading), interleaved
     scale_sites: tuple[int, ...] = (2, 4, 8)
     scale_rounds: int = 3
@@ -149,7 +149,7 @@ def met(value, limit) -> bool | None:
 
 def train_config(overrides: dict | None = None):
     """A TrainConfig of the abdomen job with ``overrides`` (a dict of TrainConfig options)."""
-    from fedgin.training import TrainConfig
+    from fedgin.seg.training import TrainConfig
 
     return TrainConfig.from_dict({"organs": ABDOMEN, **(overrides or {})})
 
@@ -330,9 +330,9 @@ def round_walls(events: dict) -> dict[int, float]:
 
 def run_flare(ctx: Context, sites: dict[str, Path], rounds: int, training: dict | None, name: str) -> dict:
     """One FLARE simulator run of the abdomen job; wall time, log breakdown, peak RSS per process."""
-    from fedgin.cpu_threads import client_thread_env
-    from fedgin.jobs import build_job
-    from fedgin.simulation import install_site_configs, run_simulator
+    from fedgin.tools.cpu_sharing import client_thread_env
+    from fedgin.tools.jobs import build_job
+    from fedgin.tools.simulation import install_site_configs, run_simulator
 
     ws = ctx.work / name
     if ws.exists():
@@ -429,11 +429,11 @@ def plain_worker(spec_path: str) -> int:
     created = psutil.Process().create_time()
     import numpy as np
     import torch
-    from fedgin.data.site_data import load_site_data
-    from fedgin.executor import site_seed
-    from fedgin.jobs import job_training_config
-    from fedgin.site_config import load_site_config
-    from fedgin.training import Trainer
+    from fedgin.flare.executor import site_seed
+    from fedgin.seg.data.site_data import load_site_data
+    from fedgin.seg.site_config import load_site_config
+    from fedgin.seg.training import Trainer
+    from fedgin.tools.jobs import job_training_config
 
     imported = time.time()
     spec = json.loads(Path(spec_path).read_text())
@@ -544,7 +544,7 @@ class Context:
     def phantoms(self) -> dict[str, Path]:
         """The default phantom sites (site-ct, site-mri), generated once."""
         if "default" not in self._phantoms:
-            from fedgin.phantoms import generate_phantom_dataset
+            from fedgin.tools.phantoms import generate_phantom_dataset
 
             self.log("generating the phantom sites ...")
             self._phantoms["default"] = generate_phantom_dataset(
@@ -556,8 +556,8 @@ class Context:
     def scale_phantoms(self, n: int) -> dict[str, Path]:
         """``n`` small phantom sites, half CT and half MR (the largest n is generated once)."""
         if "scale" not in self._phantoms:
-            from fedgin.phantoms import PhantomSiteSpec, generate_phantom_dataset
-            from fedgin.phantoms.case import DEFAULT_GRID
+            from fedgin.tools.phantoms import PhantomSiteSpec, generate_phantom_dataset
+            from fedgin.tools.phantoms.case import DEFAULT_GRID
 
             n_train, n_val = self.sizes.scale_cases
             specs = []
@@ -578,8 +578,8 @@ class Context:
 def bench_gin(ctx: Context) -> dict:
     """Batched GIN vs one training step (forward, loss, backward, AdamW) vs a per-sample loop."""
     import torch
-    from fedgin.training import Trainer
-    from fedgin.transforms import RandGIN, gin_batch
+    from fedgin.seg.training import Trainer
+    from fedgin.seg.transforms import RandGIN, gin_batch
 
     sz, device = ctx.sizes, ctx.device
     cases = {}
@@ -644,8 +644,8 @@ def bench_gin(ctx: Context) -> dict:
 def bench_families(ctx: Context) -> dict:
     """One full training step per augmentation family (augmentation + forward + loss + backward + AdamW)."""
     import torch
-    from fedgin.augmentation import AUGMENTATIONS
-    from fedgin.training import Trainer
+    from fedgin.seg.augmentation import AUGMENTATIONS
+    from fedgin.seg.training import Trainer
 
     sz, device = ctx.sizes, ctx.device
     shape = sz.gin_2d
@@ -696,8 +696,8 @@ def bench_options(ctx: Context) -> dict:
     """The training step's speed options on this device, timed in turns: what `Trainer` does against
     channels-last weights and, on CUDA, against no AMP; on CUDA also the batch copy to the device."""
     import torch
-    from fedgin.data.site_data import TrainSamples
-    from fedgin.training import Trainer
+    from fedgin.seg.data.site_data import TrainSamples
+    from fedgin.seg.training import Trainer
 
     sz, device = ctx.sizes, ctx.device
     shape = sz.gin_2d
@@ -899,7 +899,7 @@ def bench_fl(ctx: Context) -> dict:
 
 def bench_poc(ctx: Context) -> dict:
     """The fl section's FLARE run in POC mode: real server and client processes, no simulator."""
-    from fedgin.poc import run_poc
+    from fedgin.tools.poc import run_poc
 
     sites, rounds = ctx.phantoms(), ctx.sizes.poc_rounds
     ws = ctx.work / "poc"
@@ -939,7 +939,7 @@ def _md_poc(sec: dict) -> list[str]:
         "## 2b. FL overhead in POC mode",
         "",
         f"The fl section's job, {sec['rounds']} rounds, in FLARE's POC mode: a real server and one client process",
-        "per site on this machine, started, fed the job through the admin API, stopped (`fedgin.poc.run_poc`).",
+        "per site on this machine, started, fed the job through the admin API, stopped (`fedgin.tools.poc.run_poc`).",
         "No simulator, so none of its fixed sleeps; the sites share the cores as in the simulator.",
         "",
         "| figure | value | target | |",
@@ -1023,9 +1023,9 @@ def bench_scale(ctx: Context) -> dict:
 def bench_infer(ctx: Context) -> dict:
     """Volumes per second of Trainer.predict + Dice (dice_per_volume) on the phantoms' test volumes."""
     import torch
-    from fedgin.data.site_data import load_site_data
-    from fedgin.site_config import load_site_config
-    from fedgin.training import Trainer, dice_per_volume
+    from fedgin.seg.data.site_data import load_site_data
+    from fedgin.seg.site_config import load_site_config
+    from fedgin.seg.training import Trainer, dice_per_volume
 
     sites = ctx.phantoms()
     devices = [torch.device("cpu")] + ([ctx.device] if ctx.device.type == "cuda" else [])
@@ -1165,9 +1165,9 @@ def _md_fl(sec: dict) -> list[str]:
         "weights in, validation score, local epoch, diff, PercentilePrivacy; then the step-weighted average; after",
         "the rounds each site scores the global model as often as FLARE's cross-site validation did). The",
         "simulator runs the sites in parallel processes with all cores each, which take **turns** on the cores",
-        "(`fedgin.cpu_turns`: one site computes at a time; `fedgin.cpu_threads.client_thread_env`); the plain",
-        "process trains them **one after the other** with all cores. Both use OpenMP's defaults. Wall times run",
-        "from launch to exit.",
+        "(`fedgin.flare.cpu_turns`: one site computes at a time; `fedgin.tools.cpu_sharing.client_thread_env`);",
+        "the plain process trains them **one after the other** with all cores. Both use OpenMP's defaults.",
+        "Wall times run from launch to exit.",
         "",
         "| rounds | FLARE wall (s) | plain wall (s) | FLARE / plain |",
         "|---|---|---|---|",
@@ -1290,7 +1290,7 @@ def _md_scale(sec: dict) -> list[str]:
         "## 4. Scale",
         "",
         f"Simulated sites, half CT half MR, small case counts, training {training}; all sites in parallel,",
-        "each with the threads below (`fedgin.cpu_threads.client_thread_env`). Round wall: median of rounds >= 1",
+        "each with the threads below (`fedgin.tools.cpu_sharing.client_thread_env`). Round wall: median of rounds >= 1",
         "from the simulator log. RSS: peak over 0.2 s samples of each client process (shared libraries included).",
         "",
         "| sites | threads per client | wall per round (s) | start-up until all sites ready (s) | total wall (s) "

@@ -1,5 +1,5 @@
 import sys
 
-from fedgin.cli import main
+from fedgin.tools.cli import main
 
 sys.exit(main())

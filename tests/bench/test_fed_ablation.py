@@ -7,8 +7,8 @@ import tempfile
 
 import pytest
 import torch
-from fedgin.phantoms import generate_phantom_dataset
-from fedgin.simulation import simulate
+from fedgin.tools.phantoms import generate_phantom_dataset
+from fedgin.tools.simulation import simulate
 from helpers import REPO, TINY_TRAINING
 
 

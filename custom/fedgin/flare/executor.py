@@ -1,0 +1,255 @@
+"""The site side of a fedgin job: a FLARE Executor that trains and scores on the site's own data.
+
+Only weight differences (after the job's privacy filters) and aggregate Dice scores leave the
+site; the site config (data paths, label ids) is read from the site's own ``local/`` folder.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from nvflare.apis.dxo import DXO, DataKind, MetaKey, from_shareable
+from nvflare.apis.event_type import EventType
+from nvflare.apis.executor import Executor
+from nvflare.apis.fl_constant import ReturnCode
+from nvflare.apis.fl_context import FLContext
+from nvflare.apis.shareable import Shareable, make_reply
+from nvflare.apis.signal import Signal
+from nvflare.app_common.app_constant import AppConstants
+
+from fedgin.flare.cpu_turns import Turn, cpu_turn, turns_lock_path
+from fedgin.flare.local_norm import LOCAL_NORM_FILE
+from fedgin.flare.privacy.ledger import budget_spent, ledger_path
+from fedgin.flare.round_log import format_round
+from fedgin.flare.step_balance import TARGET_STEPS_HEADER
+from fedgin.seg.data.site_data import SiteData, load_site_data
+from fedgin.seg.site_config import SiteConfig, SiteConfigError, load_site_config
+from fedgin.seg.training import TrainConfig, Trainer
+
+SITE_CONFIG_NAME = "fedgin_site.json"
+SIMULATOR_SITE_CONFIG_DIR = "fedgin_sites"  # all simulated sites share one local/ folder
+
+
+def find_site_config(local_dir: str | Path, site_name: str) -> Path:
+    """The site config in a site's ``local/`` folder.
+
+    ``local/fedgin_sites/<site>.json`` is used first (the simulator gives every site the same
+    ``local/``), then ``local/fedgin_site.json`` (a real site's own folder).
+    """
+    local_dir = Path(local_dir)
+    candidates = [local_dir / SIMULATOR_SITE_CONFIG_DIR / f"{site_name}.json", local_dir / SITE_CONFIG_NAME]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise SiteConfigError(f"site {site_name}: no site config found; put it at {candidates[1]} (or {candidates[0]})")
+
+
+def site_seed(job_seed: int, site_name: str) -> int:
+    """A site's own seed (data draws, batch order, GIN): the job's seed shifted by the site's name."""
+    return job_seed + zlib.crc32(site_name.encode()) % 10_000
+
+
+def _finite_metrics(metrics: dict, prefix: str = "val_") -> dict:
+    # Organs a site does not label are NaN; leave them out so results stay valid JSON.
+    return {prefix + k: v for k, v in metrics.items() if isinstance(v, float) and math.isfinite(v)}
+
+
+class SegmentationExecutor(Executor):
+    """Handles ``train``, ``validate`` and ``submit_model`` for a segmentation job.
+
+    Args:
+        organs: the job's organ names; class i of the model is organs[i - 1].
+        train_task_name, validate_task_name, submit_model_task_name: task names of the workflows.
+        **training: every other argument is a :class:`fedgin.seg.training.TrainConfig` option
+            (spatial_size, model, gin, local_epochs, batch_size, lr, weight_decay, seed, ...).
+    """
+
+    def __init__(
+        self,
+        organs: list[str],
+        train_task_name: str = AppConstants.TASK_TRAIN,
+        validate_task_name: str = AppConstants.TASK_VALIDATION,
+        submit_model_task_name: str = AppConstants.TASK_SUBMIT_MODEL,
+        **training,
+    ):
+        super().__init__()
+        self.config = TrainConfig.from_dict({"organs": list(organs), **training})
+        self.train_task_name = train_task_name
+        self.validate_task_name = validate_task_name
+        self.submit_model_task_name = submit_model_task_name
+        self.site_name = "?"
+        self.site: SiteConfig | None = None
+        self.data: SiteData | None = None
+        self.trainer: Trainer | None = None
+        self.trained = False
+        self.setup_error: str | None = None
+        self.turns_path: str | None = None
+
+    # -- setup -------------------------------------------------------------------------------
+    def handle_event(self, event_type: str, fl_ctx: FLContext):
+        if event_type == EventType.START_RUN:
+            self.site_name = fl_ctx.get_identity_name()
+            try:
+                local_dir = fl_ctx.get_engine().get_workspace().get_site_config_dir()
+                self.setup(find_site_config(local_dir, self.site_name), fl_ctx)
+            except Exception as e:  # keep the site alive; every task then reports the failure
+                self.setup_error = f"{type(e).__name__}: {e}"
+                # The message names data files: log it here only. fire_event=True would hand it to
+                # FLARE's error collector, which the server's admins can read.
+                self.log_error(fl_ctx, f"[fedgin] {self.site_name} cannot start: {self.setup_error}", fire_event=False)
+
+    def setup(self, site_config: str | Path, fl_ctx: FLContext):
+        """Read the site config, load and cache the site's data once, build the trainer."""
+        self.site = load_site_config(site_config)
+        seed = site_seed(self.config.seed, self.site_name)
+        self.config.seed = seed
+        start = time.time()
+        # Sites that share this machine's cores compute one at a time (fedgin.flare.cpu_turns), loading too.
+        turns_lock = turns_lock_path()
+        with cpu_turn(turns_lock):
+            self.data = load_site_data(
+                self.site,
+                self.config.organs,
+                self.config.spatial_size,
+                self.config.model.spatial_dims,
+                splits=("training", "validation"),
+                background_slice_fraction=self.config.background_slice_fraction,
+                seed=seed,
+            )
+        self.trainer = Trainer(self.config)
+        on_cpu = self.trainer.device.type == "cpu"
+        self.turns_path = turns_lock if on_cpu else None
+        cpu = f" ({torch.get_num_threads()} threads{', CPU turns' if self.turns_path else ''})" if on_cpu else ""
+        self.log_info(
+            fl_ctx,
+            f"[fedgin] {self.site_name}: {self.site.modality} site ready on {self.trainer.device}{cpu}, "
+            f"{len(self.data.train)} training samples, {len(self.data.validation)} validation volumes, "
+            f"loaded in {time.time() - start:.1f} s",
+        )
+        missing = self.site.missing_organs(self.config.organs)
+        if missing:
+            self.log_info(
+                fl_ctx,
+                f"[fedgin] {self.site_name}: partial labels, no {missing} here "
+                f"(loss: {self.config.partial_labels}; validation scores {self.data.present_organs})",
+            )
+
+    # -- tasks -------------------------------------------------------------------------------
+    def execute(self, task_name: str, shareable: Shareable, fl_ctx: FLContext, abort_signal: Signal) -> Shareable:
+        if self.setup_error is not None:
+            return make_reply(ReturnCode.EXECUTION_EXCEPTION)
+        try:
+            if task_name == self.train_task_name:
+                return self._train(shareable, fl_ctx, abort_signal)
+            if task_name == self.validate_task_name:
+                return self._validate(shareable, fl_ctx, abort_signal)
+            if task_name == self.submit_model_task_name:
+                return self._submit_model(fl_ctx)
+            self.log_error(fl_ctx, f"[fedgin] unknown task {task_name!r}", fire_event=False)
+            return make_reply(ReturnCode.TASK_UNKNOWN)
+        except Exception as e:
+            self.log_exception(fl_ctx, f"[fedgin] {self.site_name}: task {task_name} failed: {type(e).__name__}: {e}")
+            return make_reply(ReturnCode.EXECUTION_EXCEPTION)
+
+    def _received_weights(self, shareable: Shareable) -> dict:
+        dxo = from_shareable(shareable)
+        if dxo.data_kind != DataKind.WEIGHTS:
+            raise ValueError(f"expected WEIGHTS from the server, got {dxo.data_kind}")
+        return dxo.data
+
+    def _train(self, shareable: Shareable, fl_ctx: FLContext, abort_signal: Signal) -> Shareable:
+        global_weights = self._received_weights(shareable)
+        current_round = shareable.get_header(AppConstants.CURRENT_ROUND, 0)
+        num_rounds = shareable.get_header(AppConstants.NUM_ROUNDS, 0)
+        spent = budget_spent(ledger_path(fl_ctx))
+        if spent:
+            # The privacy filter released this site's last update within its budget. The server goes
+            # on with the other sites while min_clients can still be met (see poc/README.md).
+            self.log_info(fl_ctx, f"[fedgin] {self.site_name}: round {current_round + 1}: {spent}; not training")
+            return make_reply(ReturnCode.EARLY_TERMINATION)
+        self.trainer.set_weights(global_weights)
+
+        with self._cpu_turn(fl_ctx, abort_signal) as turn:
+            if abort_signal.triggered:  # aborted while waiting for the turn
+                return make_reply(ReturnCode.TASK_ABORTED)
+            start = time.time()
+            initial = self.trainer.evaluate(self.data.validation, self.data.present_organs)
+            if abort_signal.triggered:
+                return make_reply(ReturnCode.TASK_ABORTED)
+            self.trainer.start_round(current_round, num_rounds)
+            stats = self.trainer.train_epochs(
+                self.data.train, should_abort=lambda: abort_signal.triggered, min_steps=self._min_steps(shareable)
+            )
+            if stats["aborted"]:
+                return make_reply(ReturnCode.TASK_ABORTED)
+            seconds = time.time() - start
+        self.trained = True
+
+        if self.trainer.local_keys:
+            self._save_local_norm(fl_ctx)
+        # Local (domain-specific) norm weights never leave the site: the update holds the others.
+        local = self.trainer.get_shared_weights()
+        diff = {k: local[k] - global_weights[k] for k in local}
+        initial_metrics = _finite_metrics(initial)
+        progress = format_round(
+            current_round + 1, num_rounds, self.site_name, initial["mean_dice"], stats["loss"], stats["steps"]
+        )
+        waited = f", waited {turn.waited_s:.1f} s for a CPU turn" if turn.waited_s >= 0.05 else ""
+        self.log_info(fl_ctx, f"[fedgin] {progress} ({seconds:.1f} s){waited}")
+        dxo = DXO(
+            data_kind=DataKind.WEIGHT_DIFF,
+            data=diff,
+            meta={MetaKey.NUM_STEPS_CURRENT_ROUND: stats["steps"], MetaKey.INITIAL_METRICS: initial_metrics},
+        )
+        result = dxo.to_shareable()
+        result.set_header(AppConstants.CURRENT_ROUND, current_round)  # result filters see the round (noise seed)
+        return result
+
+    def _min_steps(self, shareable: Shareable) -> int:
+        target = shareable.get_header(TARGET_STEPS_HEADER)
+        return self.config.round_min_steps(target if isinstance(target, int) and not isinstance(target, bool) else None)
+
+    @contextmanager
+    def _cpu_turn(self, fl_ctx: FLContext, abort_signal: Signal) -> Iterator[Turn]:
+        with cpu_turn(self.turns_path, should_abort=lambda: abort_signal.triggered) as turn:
+            if self.turns_path and not turn.taken and not abort_signal.triggered:
+                self.log_warning(
+                    fl_ctx,
+                    f"[fedgin] {self.site_name}: no CPU turn after {turn.waited_s:.0f} s; computing anyway",
+                    False,
+                )
+            yield turn
+
+    def _save_local_norm(self, fl_ctx: FLContext) -> None:
+        """Keep this site's norm weights in its run folder: with the global model they make the site's model."""
+        if fl_ctx.get_engine() is None or fl_ctx.get_job_id() is None:
+            return
+        path = Path(fl_ctx.get_workspace().get_run_dir(fl_ctx.get_job_id())) / LOCAL_NORM_FILE
+        weights = self.trainer.get_weights()
+        torch.save({k: torch.as_tensor(weights[k]) for k in sorted(self.trainer.local_keys)}, path)
+
+    def _validate(self, shareable: Shareable, fl_ctx: FLContext, abort_signal: Signal) -> Shareable:
+        weights = self._received_weights(shareable)
+        owner = shareable.get_header(AppConstants.MODEL_OWNER, "?")
+        own = self.trainer.get_weights()
+        try:
+            self.trainer.set_weights(weights)
+            with self._cpu_turn(fl_ctx, abort_signal):
+                metrics = self.trainer.evaluate(self.data.validation, self.data.present_organs)
+        finally:
+            self.trainer.set_weights(own)
+        if abort_signal.triggered:
+            return make_reply(ReturnCode.TASK_ABORTED)
+        self.log_info(fl_ctx, f"[fedgin] {self.site_name}: model of {owner} val mean Dice {metrics['mean_dice']:.3f}")
+        return DXO(data_kind=DataKind.METRICS, data=_finite_metrics(metrics)).to_shareable()
+
+    def _submit_model(self, fl_ctx: FLContext) -> Shareable:
+        if not self.trained:
+            return make_reply(ReturnCode.EMPTY_RESULT)
+        return DXO(data_kind=DataKind.WEIGHTS, data=self.trainer.get_shared_weights()).to_shareable()

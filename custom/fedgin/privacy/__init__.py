@@ -1,9 +1,0 @@
-"""Privacy of what leaves a site: a differentially private filter for weight diffs, its accounting,
-the per-site privacy record, and job-config entries for FLARE's own privacy filters.
-
-Modules:
-    accounting: (epsilon, delta) of repeated Gaussian releases (Opacus's RDP accountant).
-    ledger: ``privacy.json`` in the site's run folder, shared by the filter and the executor.
-    gaussian: :class:`~fedgin.privacy.gaussian.GaussianPrivacy`, the clip-and-noise DXO filter.
-    filters: :func:`~fedgin.privacy.filters.privacy_filter_config` for job configs.
-"""

@@ -1,0 +1,269 @@
+"""A site's preprocessed data, loaded once and kept in memory for every round.
+
+Pipeline per volume (MONAI transforms, nibabel underneath): load NIfTI → channel first →
+reorient to RAS (the axial axis is then the last one) → modality normalization to [0, 1] →
+site label ids to class indices → resize to the job's spatial size (in-plane only for 2D).
+
+Training uses 2D axial slices (or whole resized volumes in 3D). Evaluation keeps each label on its
+original grid so Dice is measured at the data's own resolution, not at the training size.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.transforms import Compose, EnsureChannelFirstd, EnsureTyped, LoadImaged, Orientationd, Resized
+
+from fedgin.seg.data.labels import MapLabelsd, class_lookup
+from fedgin.seg.data.normalization import normalization_for
+from fedgin.seg.site_config import SiteConfig
+
+logger = logging.getLogger(__name__)
+
+CANONICAL_ORIENTATION = "RAS"
+
+
+class DataError(ValueError):
+    """A case cannot be used; the message names the file and the problem."""
+
+
+@dataclass
+class TrainSamples:
+    """Training samples as stacked tensors: images (N, 1, *spatial) float32, labels (N, 1, *spatial) uint8.
+
+    ``labelled`` (N, num_classes) bool says which classes each sample's label map annotates (a site
+    with partial labels lacks some organs); None means all of them.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    labelled: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def labelled_mask(self, num_classes: int) -> torch.Tensor:
+        """``labelled`` with the default (every class annotated) filled in."""
+        if self.labelled is not None:
+            return self.labelled
+        return torch.ones(len(self), num_classes, dtype=torch.bool)
+
+    @staticmethod
+    def concat(parts: Sequence[TrainSamples], num_classes: int) -> TrainSamples:
+        """Pool the samples of several sites, keeping each sample's labelled classes."""
+        return TrainSamples(
+            torch.cat([p.images for p in parts]),
+            torch.cat([p.labels for p in parts]),
+            torch.cat([p.labelled_mask(num_classes) for p in parts]),
+        )
+
+
+@dataclass
+class EvalVolume:
+    """One evaluation volume: image at the job's size, label on the volume's original (RAS) grid."""
+
+    image: torch.Tensor  # (1, S, S, D) for 2D jobs, (1, S, S, S) for 3D jobs
+    label: torch.Tensor  # (1, H, W, D) class indices
+
+
+@dataclass
+class SiteData:
+    modality: str
+    organs: list[str]
+    present_organs: list[str]
+    train: TrainSamples | None
+    validation: list[EvalVolume]
+    test: list[EvalVolume]
+
+
+def _finite_check(d: dict) -> dict:
+    image = d["image"]
+    if not torch.isfinite(torch.as_tensor(image)).all():
+        raise DataError("image contains NaN or Inf voxels")
+    return d
+
+
+def _dimension_problem(array, what: str) -> str | None:
+    # After EnsureChannelFirst: a 3D volume is (1, H, W, D); a 2D image is (1, H, W); a 4D
+    # NIfTI (H, W, D, T) is (T, H, W, D).
+    shape = tuple(array.shape)
+    if len(shape) == 4 and shape[0] == 1:
+        return None
+    if len(shape) == 3 and shape[0] == 1:
+        return f"{what} is 2D (shape {shape[1:]}); a 3D volume is expected"
+    if len(shape) == 4:
+        return f"{what} is 4D ({shape[0]} volumes of {shape[1:]}); a single 3D volume is expected"
+    return f"{what} has {len(shape) - 1 if shape[0] == 1 else len(shape)} dimensions (array shape {shape}); 3D expected"
+
+
+def _shape_check(d: dict) -> dict:
+    image, label = d["image"], d.get("label")
+    for array, what in ((image, "image"), (label, "label")):
+        problem = None if array is None else _dimension_problem(array, what)
+        if problem:
+            raise DataError(problem)
+    if label is not None and tuple(label.shape[1:]) != tuple(image.shape[1:]):
+        raise DataError(f"image shape {tuple(image.shape[1:])} and label shape {tuple(label.shape[1:])} differ")
+    if label is not None and hasattr(image, "affine") and hasattr(label, "affine"):
+        if not np.allclose(np.asarray(image.affine), np.asarray(label.affine), atol=1e-3):
+            raise DataError("image and label affines differ (they are not on the same grid)")
+    return d
+
+
+def _nifti_loader(keys: list[str]) -> LoadImaged:
+    # LoadImaged also builds MONAI's DICOM readers; with pydicom installed (the CHAOS converter needs
+    # it) and no NVIDIA nvImageCodec, they warn on every construction. We only read NIfTI here.
+    plugin_log = logging.getLogger("monai.data.nvimgcodec_pydicom_plugin")
+    level = plugin_log.level
+    plugin_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
+            return LoadImaged(keys, reader="NibabelReader", image_only=True)
+    finally:
+        plugin_log.setLevel(level)
+
+
+def volume_transforms(site: SiteConfig, organs: Sequence[str]) -> Compose:
+    """Deterministic per-volume preprocessing up to (not including) resizing."""
+    keys = ["image", "label"]
+    steps: list[Callable] = [
+        _nifti_loader(keys),
+        EnsureChannelFirstd(keys),
+        _shape_check,
+        EnsureTyped("image", dtype=torch.float32, track_meta=True),
+        _finite_check,
+        Orientationd(keys, axcodes=CANONICAL_ORIENTATION, labels=None),
+        normalization_for(site.modality, site.normalization).transform("image"),
+        MapLabelsd("label", class_lookup(organs, site.labels)),
+    ]
+    return Compose(steps)
+
+
+def _resize_size(spatial_size: Sequence[int], spatial_dims: int) -> tuple[int, ...]:
+    if spatial_dims == 2:
+        return (int(spatial_size[0]), int(spatial_size[1]), -1)
+    if spatial_dims == 3:
+        return tuple(int(s) for s in spatial_size)
+    raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+
+
+def unreadable_file(path: str) -> str | None:
+    """Why nibabel cannot read ``path`` as NIfTI (corrupt, truncated, not NIfTI), or None if it can."""
+    try:
+        np.asarray(nib.load(path).dataobj)  # the header alone does not show a truncated volume
+    except Exception as e:
+        return f"{path}: not a readable NIfTI file, corrupt or truncated? ({type(e).__name__}: {e})"
+    return None
+
+
+def load_case(case: dict, transform: Compose) -> dict:
+    """Run the volume pipeline on one datalist entry; errors name the files."""
+    try:
+        return transform(dict(case))
+    except Exception as e:  # MONAI wraps errors in RuntimeError chains: find our own message
+        cause = e
+        while cause.__cause__ is not None and not isinstance(cause, DataError):
+            cause = cause.__cause__
+        if not isinstance(cause, DataError):
+            # MONAI reports a file it cannot read as "cannot find a suitable reader ... install
+            # the reader libraries": ask nibabel which file is broken and why (on failure only).
+            for key in ("image", "label"):
+                problem = unreadable_file(case[key]) if key in case else None
+                if problem:
+                    raise DataError(problem) from e
+        files = ", ".join(str(case[k]) for k in ("image", "label") if k in case)
+        raise DataError(f"{files}: {cause}") from e
+
+
+def _check_listed_ids_occur(site: SiteConfig, organs: Sequence[str], cases: list[dict], unlabelled: list[str]):
+    """Label ids the site does not list are background by design (real label maps hold 100+
+    structures); but training labels holding NONE of the listed ids mean the ids are wrong
+    (e.g. another dataset's numbering), and training would learn background only."""
+    ids = sorted({i for o in organs for i in site.labels.get(o, ())})
+    for path in unlabelled:
+        logger.warning("%s: holds none of the label ids %s of the site config; background only", path, ids)
+    if cases and len(unlabelled) == len(cases):
+        found = np.unique(np.asarray(nib.load(unlabelled[0]).dataobj)).astype(int).tolist()
+        raise DataError(
+            f"{site.path}: 'labels' ids {ids} occur in none of the training labels; {unlabelled[0]} holds "
+            f"ids {found[:20]}: check the ids in 'labels'"
+        )
+
+
+def load_site_data(
+    site: SiteConfig,
+    organs: Sequence[str],
+    spatial_size: Sequence[int],
+    spatial_dims: int = 2,
+    splits: Sequence[str] = ("training", "validation"),
+    background_slice_fraction: float = 0.1,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> SiteData:
+    """Load and preprocess the given splits of a site once.
+
+    Args:
+        site: the validated site config.
+        organs: the job's organ names (class i is organs[i - 1]).
+        spatial_size: the job's input size (2 values for 2D, 3 for 3D).
+        spatial_dims: 2 trains on axial slices, 3 on whole resized volumes.
+        splits: which datalist splits to load.
+        background_slice_fraction: share of organ-free slices kept for 2D training (seeded).
+        seed: seed of the background-slice draw.
+        progress: called with a short message per loaded volume (no file names: may be logged).
+    """
+    if not any(o in site.labels for o in organs):
+        raise DataError(f"{site.path}: 'labels' names none of the job's organs {list(organs)}")
+    transform = volume_transforms(site, organs)
+    size = _resize_size(spatial_size, spatial_dims)
+    resize_image = Resized("image", spatial_size=size, mode="area")
+    # "nearest-exact" samples block centres like "area" does; "nearest" would shift labels by ~1/3 pixel.
+    resize_label = Resized("label", spatial_size=size, mode="nearest-exact")
+    rng = np.random.default_rng(seed)
+    train, validation, test = None, [], []
+    unlabelled = []  # training label files holding none of the site's ids for the job's organs
+    for split in splits:
+        cases = site.cases(split)
+        if split == "training" and not cases:
+            raise DataError(f"{site.datalist}: the 'training' list is empty")
+        images, labels = [], []
+        for i, case in enumerate(cases):
+            if "label" not in case:
+                raise DataError(f"{site.datalist}: {split}[{i}] has no 'label'")
+            d = load_case(case, transform)
+            if split == "training":
+                if not bool((d["label"] > 0).any()):
+                    unlabelled.append(case["label"])
+                d = resize_label(resize_image(d))
+                img, lab = d["image"].as_tensor(), d["label"].as_tensor()
+                if spatial_dims == 2:
+                    img, lab = img.permute(3, 0, 1, 2), lab.permute(3, 0, 1, 2)  # (D, 1, S, S)
+                    has_organ = lab.flatten(1).amax(1) > 0
+                    keep = has_organ | torch.as_tensor(rng.random(len(has_organ)) < background_slice_fraction)
+                    img, lab = img[keep], lab[keep]
+                else:
+                    img, lab = img[None], lab[None]
+                images.append(img.float())
+                labels.append(lab.to(torch.uint8))
+            else:
+                label = d["label"].as_tensor().to(torch.uint8)
+                d = resize_image(d)
+                volume = EvalVolume(image=d["image"].as_tensor().float(), label=label)
+                (validation if split == "validation" else test).append(volume)
+            if progress:
+                progress(f"{split} {i + 1}/{len(cases)}")
+        if split == "training":
+            _check_listed_ids_occur(site, organs, cases, unlabelled)
+            train = TrainSamples(torch.cat(images), torch.cat(labels))
+    present = [o for o in organs if o in site.labels]
+    if train is not None:
+        labelled = torch.tensor([True] + [o in present for o in organs])
+        train.labelled = labelled.expand(len(train), -1).clone()
+    return SiteData(site.modality, list(organs), present, train, validation, test)

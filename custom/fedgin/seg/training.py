@@ -1,0 +1,346 @@
+"""Local training and evaluation, shared by the FLARE Executor and by local/centralized runs.
+
+The same code trains inside FLARE and outside it, so federated, centralized and local-only
+results differ only in where the data sits.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.metrics import DiceMetric
+
+from fedgin.seg.augmentation import MULTI_VIEW, augment, augment_views, check_augmentation
+from fedgin.seg.data.site_data import EvalVolume, TrainSamples
+from fedgin.seg.losses import PARTIAL_LABEL_MODES, MarginalDiceCELoss
+from fedgin.seg.model import DEFAULT_CHANNELS, DEFAULT_STRIDES, SegmentationUNet, norm_parameter_names
+from fedgin.seg.transforms import ipa_consistency_loss
+
+LR_SCHEDULES = ("constant", "cosine", "poly")
+
+
+@dataclass
+class GINConfig:
+    """GIN augmentation options (Ouyang et al. 2022 defaults)."""
+
+    enabled: bool = True
+    n_layers: int = 4
+    interm_channels: int = 2
+    kernel_sizes: tuple[int, ...] = (1, 3)
+    alpha_range: tuple[float, float] = (0.0, 1.0)
+
+    def kwargs(self) -> dict:
+        return {
+            "n_layers": self.n_layers,
+            "interm_channels": self.interm_channels,
+            "kernel_sizes": tuple(self.kernel_sizes),
+            "alpha_range": tuple(self.alpha_range),
+        }
+
+
+@dataclass
+class ModelConfig:
+    spatial_dims: int = 2
+    channels: tuple[int, ...] = DEFAULT_CHANNELS
+    strides: tuple[int, ...] = DEFAULT_STRIDES
+    num_res_units: int = 1
+    dropout: float = 0.0
+    affine_norm: bool = False
+
+
+@dataclass
+class TrainConfig:
+    """Everything a job decides about training; the site decides nothing but its data."""
+
+    organs: list[str]
+    spatial_size: tuple[int, ...] = (128, 128)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    gin: GINConfig = field(default_factory=GINConfig)
+    local_epochs: int = 1
+    # A round's local work is local_epochs epochs, continued (fresh shuffles) up to at least this
+    # many optimizer steps: a small site then pulls on the average as hard as a large one (FedAvg
+    # weighs updates by steps). 0: epochs only.
+    min_local_steps: int = 0
+    # Train at least as many steps as the busiest site did last round (the server's StepBalancer
+    # sends the number; fedgin.flare.step_balance), so every site's update weighs alike in FedAvg.
+    match_site_steps: bool = True
+    batch_size: int = 16
+    lr: float = 5e-4
+    # Learning rate over the run (federated rounds, or epochs of a centralized/local run), set at
+    # the start of each: "constant", "cosine" (to 0 at the end) or "poly" (nnU-Net's (1 - t)^0.9).
+    lr_schedule: str = "constant"
+    weight_decay: float = 1e-4
+    eval_batch_size: int = 32
+    background_slice_fraction: float = 0.1
+    # Organs a site does not label: "marginal" merges them into its background in the loss,
+    # "background" teaches them as background there (the naive baseline).
+    partial_labels: str = "marginal"
+    # Intensity augmentation family (fedgin.seg.augmentation.AUGMENTATIONS). None: "gin" when
+    # gin.enabled, else "none". Options go to the family's batch function ("gin" uses gin's).
+    augmentation: str | None = None
+    augmentation_options: dict = field(default_factory=dict)
+    # Weight of the consistency loss between the views of multi-view families (GIN-IPA: 10).
+    consistency_weight: float = 10.0
+    # Domain-specific normalization (FedBN style): the norm layers' scale and shift (affine instance
+    # norm) stay at each site; only the other weights are sent and averaged.
+    local_norm: bool = False
+    amp: bool = True
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> TrainConfig:
+        raw = dict(raw)
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"unknown training option(s) {unknown}; known: {sorted(known)}")
+        if "organs" not in raw or not raw["organs"]:
+            raise ValueError("training options need a non-empty 'organs' list")
+        model = raw.pop("model", {}) or {}
+        gin = raw.pop("gin", {}) or {}
+        if isinstance(gin, bool):
+            gin = {"enabled": gin}
+        for name, sub, kind in (("model", model, ModelConfig), ("gin", gin, GINConfig)):
+            bad = sorted(set(sub) - set(kind.__dataclass_fields__))
+            if bad:
+                raise ValueError(f"unknown {name} option(s) {bad}; known: {sorted(kind.__dataclass_fields__)}")
+        cfg = cls(model=ModelConfig(**model), gin=GINConfig(**gin), **raw)
+        if cfg.local_norm:
+            cfg.model.affine_norm = True  # local norm layers need parameters to keep
+        check_augmentation(cfg.augmentation_kind, cfg.augmentation_options)
+        if cfg.partial_labels not in PARTIAL_LABEL_MODES:
+            raise ValueError(f"partial_labels must be one of {PARTIAL_LABEL_MODES}, got {cfg.partial_labels!r}")
+        if cfg.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {cfg.lr_schedule!r}")
+        if cfg.min_local_steps < 0 or cfg.local_epochs < 1:
+            raise ValueError(
+                f"local_epochs must be >= 1 and min_local_steps >= 0, got {cfg.local_epochs}, {cfg.min_local_steps}"
+            )
+        if len(cfg.spatial_size) != cfg.model.spatial_dims:
+            raise ValueError(
+                f"spatial_size {list(cfg.spatial_size)} does not match spatial_dims {cfg.model.spatial_dims}"
+            )
+        return cfg
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def augmentation_kind(self) -> str:
+        if self.augmentation is not None:
+            return self.augmentation
+        return "gin" if self.gin.enabled else "none"
+
+    def augmentation_kwargs(self) -> dict:
+        """Options of the augmentation's batch function; GIN's come from ``gin`` unless overridden."""
+        kind = self.augmentation_kind
+        base = self.gin.kwargs() if kind in ("gin", "gin_ipa") else {}
+        return {**base, **self.augmentation_options}
+
+    def lr_at(self, index: int, total: int) -> float:
+        """The learning rate of round (or epoch) ``index`` of ``total`` (0-based) under ``lr_schedule``;
+        ``lr`` when the total is unknown (0)."""
+        if self.lr_schedule == "constant" or total <= 0:
+            return self.lr
+        t = min(max(index, 0), total) / total
+        if self.lr_schedule == "cosine":
+            return self.lr * 0.5 * (1.0 + math.cos(math.pi * t))
+        return self.lr * (1.0 - t) ** 0.9
+
+    def round_min_steps(self, busiest_site_steps: int | None) -> int:
+        """A federated round's least optimizer steps: ``min_local_steps``, raised to the busiest site's
+        steps of the last round (the StepBalancer's target) when ``match_site_steps``."""
+        if busiest_site_steps is None or not self.match_site_steps:
+            return self.min_local_steps
+        return max(self.min_local_steps, int(busiest_site_steps))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.organs) + 1
+
+    def build_model(self) -> SegmentationUNet:
+        m = self.model
+        return SegmentationUNet(
+            num_classes=self.num_classes,
+            spatial_dims=m.spatial_dims,
+            channels=m.channels,
+            strides=m.strides,
+            num_res_units=m.num_res_units,
+            dropout=m.dropout,
+            init_seed=self.seed,
+            affine_norm=m.affine_norm,
+        )
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Trainer:
+    """Owns a model, its optimizer and seeded generators; trains epochs and scores volumes."""
+
+    def __init__(self, config: TrainConfig, device: torch.device | str | None = None):
+        self.config = config
+        self.device = torch.device(device) if device is not None else default_device()
+        self.model = config.build_model().to(self.device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.loss_fn = MarginalDiceCELoss(config.partial_labels)
+        self.use_amp = bool(config.amp and self.device.type == "cuda")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        # Separate streams of randomness: batch order on CPU, GIN draws on the data's device.
+        self.shuffle_generator = torch.Generator().manual_seed(config.seed)
+        self.gin_generator = torch.Generator(device=self.device).manual_seed(config.seed + 1)
+        # Keys that never leave this site and are never overwritten by the global model.
+        self.local_keys = norm_parameter_names(self.model) if config.local_norm else set()
+        self.augmentation = config.augmentation_kind
+        self.augmentation_kwargs = config.augmentation_kwargs()
+
+    # -- weights -----------------------------------------------------------------------------
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return {k: v.detach().cpu().numpy().copy() for k, v in self.model.state_dict().items()}
+
+    def get_shared_weights(self) -> dict[str, np.ndarray]:
+        """The weights this site sends: all but its local (domain-specific) ones."""
+        return {k: v for k, v in self.get_weights().items() if k not in self.local_keys}
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        """Load received weights; this site's local keys keep their own values."""
+        own = self.model.state_dict()
+        weights = {k: v for k, v in weights.items() if k not in self.local_keys}
+        missing = sorted(set(own) - set(weights) - self.local_keys)
+        unexpected = sorted(set(weights) - set(own))
+        if missing or unexpected:
+            raise ValueError(
+                f"received weights do not match this site's model: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            )
+        for k, v in weights.items():
+            if tuple(np.shape(v)) != tuple(own[k].shape):
+                raise ValueError(
+                    f"received weight {k!r} has shape {tuple(np.shape(v))}, this site's model has {tuple(own[k].shape)}"
+                )
+        self.model.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in weights.items()}, strict=False)
+
+    # -- training ----------------------------------------------------------------------------
+    def start_round(self, index: int, total: int) -> float:
+        """Set the optimizer's learning rate for round (or epoch) ``index`` of ``total``; returns it."""
+        lr = self.config.lr_at(index, total)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def train_epochs(
+        self,
+        data: TrainSamples,
+        epochs: int | None = None,
+        should_abort: Callable[[], bool] = lambda: False,
+        min_steps: int | None = None,
+    ) -> dict:
+        """Run local epochs over ``data``; returns {"loss": mean loss, "steps": optimizer steps}.
+
+        ``epochs=None`` is a federated round: ``local_epochs`` epochs, continued to at least
+        ``min_steps`` optimizer steps (default ``min_local_steps``).
+        """
+        cfg = self.config
+        if min_steps is None:
+            min_steps = cfg.min_local_steps if epochs is None else 0  # a round's work, not an explicit count
+        epochs = cfg.local_epochs if epochs is None else epochs
+        losses, steps, epoch = [], 0, 0
+        labelled = data.labelled_mask(cfg.num_classes)
+        while epoch < epochs or (steps < min_steps and len(data) > 0):
+            order = torch.randperm(len(data), generator=self.shuffle_generator)
+            for start in range(0, len(order), cfg.batch_size):
+                if epoch >= epochs and steps >= min_steps:
+                    break
+                if should_abort():
+                    return {"loss": float(np.mean(losses)) if losses else math.nan, "steps": steps, "aborted": True}
+                losses.append(self.train_batch(data, order[start : start + cfg.batch_size], labelled))
+                steps += 1
+            epoch += 1
+        return {"loss": float(np.mean(losses)) if losses else math.nan, "steps": steps, "aborted": False}
+
+    def train_batch(self, data: TrainSamples, idx: torch.Tensor, labelled: torch.Tensor) -> float:
+        """One optimizer step on the samples ``idx`` of ``data``; returns the loss."""
+        self.model.train()
+        x, y = data.images[idx], data.labels[idx]
+        if self.device.type == "cuda":
+            x, y = x.pin_memory(), y.pin_memory()
+        x = x.to(self.device, non_blocking=True)
+        y = y.to(self.device, non_blocking=True).long()
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
+            loss = self._loss(x, y, labelled[idx].to(self.device))
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return float(loss.detach())
+
+    def _loss(self, x: torch.Tensor, y: torch.Tensor, labelled: torch.Tensor) -> torch.Tensor:
+        """Augment the batch (on its device) and score it; multi-view families add consistency."""
+        if self.augmentation not in MULTI_VIEW:
+            x = augment(self.augmentation, x, self.gin_generator, self.augmentation_kwargs)
+            return self.loss_fn(self.model(x), y, labelled)
+        views = augment_views(self.augmentation, x, self.gin_generator, self.augmentation_kwargs)
+        n_views = views.shape[0] // x.shape[0]
+        logits = self.model(views)
+        repeat = (n_views,) + (1,) * (y.ndim - 1)
+        segmentation = self.loss_fn(logits, y.repeat(repeat), labelled.repeat(n_views, 1))
+        return segmentation + self.config.consistency_weight * ipa_consistency_loss(*logits.chunk(n_views))
+
+    # -- evaluation --------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, volume: EvalVolume) -> torch.Tensor:
+        """Class indices on the volume's original grid, shape (H, W, D)."""
+        self.model.eval()
+        out_size = tuple(volume.label.shape[1:])
+        image = volume.image.to(self.device)
+        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
+            if self.config.model.spatial_dims == 3:
+                logits = self.model(image[None]).float()
+                return F.interpolate(logits, size=out_size, mode="trilinear").argmax(1)[0].cpu()
+            slices = image.permute(3, 0, 1, 2)  # (D, 1, S, S)
+            preds = []
+            for start in range(0, slices.shape[0], self.config.eval_batch_size):
+                logits = self.model(slices[start : start + self.config.eval_batch_size]).float()
+                logits = F.interpolate(logits, size=out_size[:2], mode="bilinear")
+                preds.append(logits.argmax(1).cpu())
+        return torch.cat(preds).permute(1, 2, 0)  # (H, W, D)
+
+    def evaluate(self, volumes: Sequence[EvalVolume], organs: Sequence[str] | None = None) -> dict:
+        """Dice per organ (mean over volumes) and their mean, as {"dice_<organ>": ..., "mean_dice": ...}.
+
+        Organs absent from a volume's label are skipped for that volume (MONAI's ignore_empty);
+        ``organs`` restricts the mean to the organs a site labels.
+        """
+        per_volume = dice_per_volume(self, volumes)
+        return summarize_dice(per_volume, self.config.organs, organs)
+
+
+def dice_per_volume(trainer: Trainer, volumes: Sequence[EvalVolume]) -> np.ndarray:
+    """(n_volumes, n_organs) Dice; NaN where an organ is absent from a volume's label."""
+    # Label maps in, one-hot done per class inside MONAI: a full-size int64 one-hot of a 512 x 512 x 300
+    # CT would take gigabytes.
+    metric = DiceMetric(include_background=False, reduction="none", ignore_empty=True,
+                        num_classes=trainer.config.num_classes)  # fmt: skip
+    rows = []
+    for volume in volumes:
+        pred = trainer.predict(volume)
+        rows.append(metric(pred[None, None], volume.label[None])[0].numpy())
+    return np.stack(rows) if rows else np.full((0, len(trainer.config.organs)), np.nan)
+
+
+def summarize_dice(per_volume: np.ndarray, all_organs: Sequence[str], organs: Sequence[str] | None = None) -> dict:
+    organs = list(all_organs if organs is None else organs)
+    result = {}
+    for i, organ in enumerate(all_organs):
+        if organ not in organs:
+            continue
+        col = per_volume[:, i] if len(per_volume) else np.array([np.nan])
+        result[f"dice_{organ}"] = float(np.nanmean(col)) if np.isfinite(col).any() else math.nan
+    scores = [v for v in result.values() if math.isfinite(v)]
+    result["mean_dice"] = float(np.mean(scores)) if scores else math.nan
+    return result

@@ -1,0 +1,255 @@
+"""Build a runnable FLARE job from a job definition in ``jobs/``.
+
+The job definitions in the repository hold only ``meta.json`` and ``app/config``. Building one
+copies it and packs the code the sites and the server run (``fedgin.flare`` and ``fedgin.seg``, see
+:data:`SHIPPED`) into ``app/custom``, so the code that reaches the sites is always the code in this
+checkout (no hand-kept copies), and FLARE treats the job as bring-your-own-code instead of checking
+it against its built-in class allow list. The tools (phantoms, converters, launchers) stay here;
+the test doubles of ``fedgin.tools.testing`` go only into jobs whose configs name them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import fedgin
+from fedgin.tools.files import write_json
+
+if TYPE_CHECKING:  # the CLI imports this module; torch only when a config is read
+    from fedgin.seg.training import TrainConfig
+
+PACKAGE_DIR = Path(fedgin.__file__).resolve().parent
+CLIENT_CONFIG = Path("app/config/config_fed_client.json")
+SERVER_CONFIG = Path("app/config/config_fed_server.json")
+EXECUTOR_PATH = "fedgin.flare.executor.SegmentationExecutor"
+FAULTY_EXECUTOR_PATH = "fedgin.tools.testing.faulty.FaultyExecutor"  # tests only: misbehaves on chosen sites
+AGGREGATOR_PATH = "fedgin.flare.aggregation.RobustAggregator"
+_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+# What runs inside FLARE: the package's root module, its FLARE components and the ML core.
+SHIPPED = ("__init__.py", "flare", "seg")
+TEST_DOUBLES = ("tools/__init__.py", "tools/testing")
+
+
+class JobError(ValueError):
+    """A job folder is not usable; the message names the file."""
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise JobError(f"{path} does not exist") from None
+    except json.JSONDecodeError as e:
+        raise JobError(f"{path}: not valid JSON ({e})") from None
+
+
+def executor_args(client_config: dict, path: Path | str = CLIENT_CONFIG) -> dict:
+    """The args of our executor in a client config (a live reference, for editing)."""
+    for entry in client_config.get("executors", []):
+        executor = entry.get("executor", {})
+        if executor.get("path") in (EXECUTOR_PATH, FAULTY_EXECUTOR_PATH):
+            return executor.setdefault("args", {})
+    raise JobError(f"{path}: no executor with path {EXECUTOR_PATH}")
+
+
+def build_job(
+    job_dir: str | Path,
+    out_dir: str | Path,
+    num_rounds: int | None = None,
+    min_clients: int | None = None,
+    executor_overrides: dict | None = None,
+    privacy: dict | None = None,
+    executor_path: str | None = None,
+    aggregator: dict | None = None,
+    workflow: dict | None = None,
+    resume_from: str | Path | None = None,
+) -> Path:
+    """Copy ``job_dir`` to ``out_dir`` with our package in ``app/custom`` and optional overrides.
+
+    Args:
+        job_dir: a job definition (meta.json + app/config).
+        out_dir: where the runnable job is written (replaced if it exists).
+        num_rounds: overrides the server's ``num_rounds``.
+        min_clients: overrides ``min_clients`` in meta.json and the server config.
+        executor_overrides: merged into our executor's args (e.g. ``{"gin": {"enabled": False}}``).
+        privacy: replaces the sites' filters of ``train`` results, e.g. ``{"kind": "gaussian",
+            "noise_multiplier": 1.0, "clip_norm": 1.0}`` or ``{"kind": "none"}``; the other keys
+            are the filter's args (see :func:`fedgin.flare.privacy.filters.privacy_filter_config`).
+        executor_path: replaces our executor's class (tests: :data:`FAULTY_EXECUTOR_PATH`).
+        aggregator: makes the server's aggregator a :class:`fedgin.flare.aggregation.RobustAggregator`
+            with these args merged in (e.g. ``{"max_norm_ratio": 10}``).
+        workflow: merged into the ScatterAndGather args (``train_timeout``,
+            ``wait_time_after_min_received``, ``start_round``, ...).
+        resume_from: a saved global model (``FL_global_model.pt``) the persistor starts from
+            instead of a fresh model; pair it with ``workflow={"start_round": N}``.
+
+    Returns:
+        The path of the built job.
+    """
+    job_dir, out_dir = Path(job_dir), Path(out_dir)
+    if not (job_dir / "meta.json").is_file():
+        raise JobError(f"{job_dir} is not a job folder: it has no meta.json")
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    shutil.copytree(job_dir, out_dir, ignore=_IGNORE)
+
+    server = read_json(out_dir / SERVER_CONFIG)
+    meta = read_json(out_dir / "meta.json")
+    if num_rounds is not None:
+        server["num_rounds"] = int(num_rounds)
+    if min_clients is not None:
+        server["min_clients"] = int(min_clients)
+        meta["min_clients"] = int(min_clients)
+    if aggregator is not None:
+        component = _component(server, "aggregator")
+        component["path"] = AGGREGATOR_PATH
+        component.setdefault("args", {}).update(aggregator)
+    if workflow:
+        _workflow(server, "ScatterAndGather").setdefault("args", {}).update(workflow)
+    if resume_from is not None:
+        checkpoint = Path(resume_from).resolve()
+        if not checkpoint.is_file():
+            raise JobError(f"cannot resume from {checkpoint}: no such file")
+        _component(server, "persistor").setdefault("args", {})["source_ckpt_file_full_name"] = str(checkpoint)
+    write_json(out_dir / SERVER_CONFIG, server)
+    write_json(out_dir / "meta.json", meta)
+
+    if executor_path:
+        client = read_json(out_dir / CLIENT_CONFIG)
+        executor_args(client, out_dir / CLIENT_CONFIG)  # checks ours is there
+        for entry in client["executors"]:
+            if entry.get("executor", {}).get("path") in (EXECUTOR_PATH, FAULTY_EXECUTOR_PATH):
+                entry["executor"]["path"] = executor_path
+        write_json(out_dir / CLIENT_CONFIG, client)
+    if executor_overrides:
+        client = read_json(out_dir / CLIENT_CONFIG)
+        args = executor_args(client, out_dir / CLIENT_CONFIG)
+        for key, value in executor_overrides.items():
+            if isinstance(value, dict) and isinstance(args.get(key), dict):
+                args[key] = {**args[key], **value}
+            else:
+                args[key] = value
+        write_json(out_dir / CLIENT_CONFIG, client)
+        # The sites' settings define the model; the server's initial model must follow them.
+        config = job_training_config(out_dir)
+        server_model_args(server).update(persistor_model_args(config))
+        if config.local_norm:  # the aggregator must not expect the norm weights sites keep
+            from fedgin.seg.model import norm_parameter_names
+
+            local = sorted(norm_parameter_names(config.build_model()))
+            component = _component(server, "aggregator")
+            if component.get("path") == AGGREGATOR_PATH:
+                component.setdefault("args", {})["site_local_keys"] = local
+        write_json(out_dir / SERVER_CONFIG, server)
+    if privacy is not None:
+        client = read_json(out_dir / CLIENT_CONFIG)
+        set_train_result_filter(client, privacy)
+        write_json(out_dir / CLIENT_CONFIG, client)
+    pack_code(out_dir)
+    return out_dir
+
+
+def pack_code(job: Path) -> Path:
+    """Put the code FLARE runs into ``job/app/custom/fedgin``: :data:`SHIPPED`, plus the test doubles
+    when the job's configs name one."""
+    custom = job / "app" / "custom"
+    if custom.exists():
+        shutil.rmtree(custom)
+    configs = " ".join(p.read_text() for p in (job / "app" / "config").glob("*.json"))
+    parts = SHIPPED + (TEST_DOUBLES if "fedgin.tools.testing." in configs else ())
+    for part in parts:
+        src, dst = PACKAGE_DIR / part, custom / "fedgin" / part
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=_IGNORE)
+        else:
+            shutil.copy2(src, dst)
+    return custom
+
+
+def set_train_result_filter(client_config: dict, privacy: dict) -> None:
+    """Make ``privacy`` the only result filter of task ``train`` (other tasks keep theirs)."""
+    from fedgin.flare.privacy.filters import privacy_filter_config
+
+    args = dict(privacy)
+    entry = privacy_filter_config(args.pop("kind", None), **args)
+    kept = []
+    for group in client_config.get("task_result_filters", []):
+        tasks = [t for t in group.get("tasks", []) if t != "train"]
+        if tasks:
+            kept.append({**group, "tasks": tasks})
+    if entry is not None:
+        kept.append({"tasks": ["train"], "filters": [entry]})
+    client_config["task_result_filters"] = kept
+
+
+def _component(server_config: dict, component_id: str) -> dict:
+    for component in server_config.get("components", []):
+        if component.get("id") == component_id:
+            return component
+    raise JobError(f"{SERVER_CONFIG}: no component with id {component_id!r}")
+
+
+def _workflow(server_config: dict, class_name: str) -> dict:
+    for workflow in server_config.get("workflows", []):
+        if workflow.get("path", "").rsplit(".", 1)[-1] == class_name:
+            return workflow
+    raise JobError(f"{SERVER_CONFIG}: no {class_name} workflow")
+
+
+def server_model_args(server_config: dict) -> dict:
+    """The args of the model that the server's persistor builds (a live reference)."""
+    for component in server_config.get("components", []):
+        if component.get("id") == "persistor":
+            return component.setdefault("args", {}).setdefault("model", {}).setdefault("args", {})
+    raise JobError(f"{SERVER_CONFIG}: no component with id 'persistor'")
+
+
+def persistor_model_args(config) -> dict:
+    """SegmentationUNet args matching a TrainConfig."""
+    m = config.model
+    return {
+        "num_classes": config.num_classes,
+        "spatial_dims": m.spatial_dims,
+        "channels": list(m.channels),
+        "strides": list(m.strides),
+        "num_res_units": m.num_res_units,
+        "dropout": m.dropout,
+        "init_seed": config.seed,
+        # Only when set, so jobs written before the option keep their exact model args.
+        **({"affine_norm": True} if m.affine_norm else {}),
+    }
+
+
+def client_config_path(folder: str | Path) -> Path:
+    """The client config of a job folder, or of a deployed app folder (``app_server/``)."""
+    folder = Path(folder)
+    for rel in (CLIENT_CONFIG, CLIENT_CONFIG.relative_to("app")):
+        if (folder / rel).is_file():
+            return folder / rel
+    raise JobError(f"{folder}: no {CLIENT_CONFIG} (is it a job folder?)")
+
+
+def job_training_config(folder: str | Path):
+    """The TrainConfig a job's sites use (read from its client config)."""
+    from fedgin.seg.training import TrainConfig
+
+    path = client_config_path(folder)
+    args = dict(executor_args(read_json(path), path))
+    for name in ("train_task_name", "validate_task_name", "submit_model_task_name", "fault"):
+        args.pop(name, None)
+    return TrainConfig.from_dict(args)
+
+
+def training_config_for(model_path: str | Path, job_dir: str | Path | None) -> TrainConfig:
+    """The job's TrainConfig: from ``job_dir``, or from the app folder FLARE saved the model in."""
+    if job_dir is not None:
+        return job_training_config(job_dir)
+    folder = Path(model_path).resolve().parent
+    try:
+        return job_training_config(folder)
+    except JobError:
+        raise JobError(f"cannot tell which job trained {model_path}: pass --job JOB_FOLDER") from None

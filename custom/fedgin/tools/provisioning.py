@@ -1,0 +1,90 @@
+"""Provisioned deployments: startup kits from ``poc/project.yml`` and the steps a site operator runs.
+
+``nvflare provision`` writes one kit per participant (mTLS certificates, start scripts, ``local/``).
+A site operator puts the site config into the kit's ``local/fedgin_site.json`` and starts the client
+with ``startup/start.sh``; the project admin submits built jobs with the admin kit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from fedgin.flare.executor import SITE_CONFIG_NAME
+from fedgin.seg.site_config import with_absolute_paths
+from fedgin.tools.admin import session
+from fedgin.tools.poc import REPO_ROOT, PocError
+
+DEFAULT_PROJECT = REPO_ROOT / "poc" / "project.yml"
+
+
+def _outside_repo(path: Path) -> Path:
+    path = Path(path).expanduser().resolve()
+    if path == REPO_ROOT or REPO_ROOT in path.parents:
+        raise PocError(f"{path} is inside the repository: startup kits hold private keys, write them elsewhere")
+    return path
+
+
+def provision(out_dir: str | Path, project: str | Path = DEFAULT_PROJECT) -> Path:
+    """Startup kits for every participant of ``project``; returns the folder holding one kit each."""
+    out_dir = _outside_repo(out_dir)
+    home = out_dir / ".home"  # the nvflare CLI writes its config under HOME
+    home.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "HOME": str(home)}
+    cmd = [sys.executable, "-m", "nvflare.cli", "provision", "-p", str(project), "-w", str(out_dir)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        raise PocError(f"nvflare provision failed:\n{proc.stdout}\n{proc.stderr}")
+    kits = sorted(out_dir.glob("*/prod_*"))
+    if not kits:
+        raise PocError(f"nvflare provision wrote no kits under {out_dir}")
+    return kits[-1]
+
+
+def install_site_config(kit: str | Path, site_config: str | Path) -> Path:
+    """Put a site config (paths made absolute) where the site's Executor reads it: ``local/``."""
+    target = Path(kit) / "local" / SITE_CONFIG_NAME
+    target.write_text(json.dumps(with_absolute_paths(site_config), indent=2) + "\n")
+    return target
+
+
+def start_participant(kit: str | Path, log_file: str | Path) -> subprocess.Popen:
+    """Run a kit's ``startup/start.sh`` (server or client) with this Python on PATH."""
+    kit = Path(kit)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    with open(log_file, "w") as log:
+        return subprocess.Popen(
+            ["bash", str(kit / "startup" / "start.sh")], cwd=kit, env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+
+
+def connected_clients(sess) -> list[str]:
+    """Names of the clients connected to the server (FLARE raises while there are none)."""
+    from nvflare.fuel.flare_api.api_spec import NoClientsAvailable
+
+    try:
+        return [c["client_name"] for c in sess.check_status("client").get("client_status", [])]
+    except NoClientsAvailable:
+        return []
+
+
+def shutdown_all(admin_kit: str | Path) -> None:
+    """Stop server and clients through the admin kit (the project admin's right)."""
+    sess = session(admin_kit, timeout=20.0)
+    try:
+        sess.shutdown("all")
+    finally:
+        sess.close()
+
+
+def kill(proc: subprocess.Popen) -> None:
+    """Last resort after shutdown: end a participant's whole process group."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

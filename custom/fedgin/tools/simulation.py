@@ -1,0 +1,312 @@
+"""Run a job in the FLARE simulator on given sites, follow it, and score the global model.
+
+Workspace layout (``WS``)::
+
+    WS/job/<job>/            the built job (our code packed into app/custom)
+    WS/simulate/             FLARE's simulator workspace; local/fedgin_sites/<site>.json are the
+                             site configs (the simulator gives every site a copy of local/)
+    WS/simulator.log         FLARE's full log
+    WS/results/              dice.json, dice.md, FL_global_model.pt, cross_site_val.json,
+                             progress.json, progress.png (Dice and loss per round),
+                             privacy_<site>.json (epsilon per round, with the Gaussian filter)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from fedgin.flare.executor import SIMULATOR_SITE_CONFIG_DIR
+from fedgin.flare.round_log import parse_round
+from fedgin.seg.evaluation import evaluate_model
+from fedgin.seg.site_config import load_site_config, with_absolute_paths
+from fedgin.tools.cpu_sharing import co_located_env
+from fedgin.tools.dice_table import dice_table
+from fedgin.tools.files import write_json
+from fedgin.tools.jobs import build_job, job_training_config
+from fedgin.tools.progress import save_progress
+
+SIM_JOB_DIR = Path("server/simulate_job")
+SITE_PRIVACY_RECORD = Path("simulate_job/privacy.json")  # in each site's folder (fedgin.flare.privacy.ledger)
+GLOBAL_MODEL = SIM_JOB_DIR / "app_server/FL_global_model.pt"
+CROSS_SITE = SIM_JOB_DIR / "cross_site_val/cross_val_results.json"
+# Lines of FLARE's log worth showing a person while a job runs.
+_PROGRESS = re.compile(r"\[fedgin\].*|Round \d+ started\.|Start Cross-Site Evaluation\.|cannot start.*")
+
+
+class SimulationError(RuntimeError):
+    """The simulator failed; ``global_model`` is the last global model it saved, if any."""
+
+    def __init__(self, message: str, global_model: Path | None = None):
+        super().__init__(message)
+        self.global_model = global_model
+
+
+# FLARE's server log line when a job is aborted (e.g. min_clients can no longer be met).
+_ABORT = re.compile(r"Aborting current RUN due to FATAL_SYSTEM_ERROR received: (.*)")
+# A finished job: each site's worker logs _SITE_ENDED once the server sent it the end of the run,
+# which the server does only after _SERVER_FINISHED (END_RUN fired, models and cross-site results saved).
+_SITE_ENDED = "End the Simulator run."
+_SERVER_FINISHED = "Server runner finished."
+SERVER_LOG = Path("server/log.txt")
+EARLY_STOP_NOTE = "[fedgin] the job finished normally; FLARE's shutdown waits skipped"
+
+
+def _abort_reason(log_file: Path) -> str | None:
+    match = _ABORT.search(log_file.read_text(errors="replace")) if log_file.is_file() else None
+    return match.group(1).strip() if match else None
+
+
+@dataclass
+class SimulationResult:
+    workspace: Path
+    global_model: Path
+    cross_site: dict
+    dice: dict = field(default_factory=dict)
+    wall_time_s: float = 0.0
+
+
+def _copy_privacy_records(sim_ws: Path, sites: Mapping[str, str | Path], results: Path) -> None:
+    """Each site's privacy ledger (epsilon per round) into the job's results, also after an abort."""
+    for name in sites:
+        (results / f"privacy_{name}.json").unlink(missing_ok=True)  # none from an earlier run
+        if (sim_ws / name / SITE_PRIVACY_RECORD).is_file():
+            shutil.copy2(sim_ws / name / SITE_PRIVACY_RECORD, results / f"privacy_{name}.json")
+
+
+def install_site_configs(sim_workspace: Path, sites: Mapping[str, str | Path]) -> None:
+    """Copy each site config (paths made absolute) to where the simulated site looks for it."""
+    target = sim_workspace / "local" / SIMULATOR_SITE_CONFIG_DIR
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    for name, path in sites.items():
+        (target / f"{name}.json").write_text(json.dumps(with_absolute_paths(path), indent=2) + "\n")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Kill the simulator and every process under it (its workers run in sessions of their own).
+
+    All are frozen first, so none lives to log the others' end as an error.
+    """
+    try:
+        root = psutil.Process(proc.pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        tree = []
+    for action in ("suspend", "kill"):
+        for process in tree:
+            try:
+                getattr(process, action)()
+            except psutil.NoSuchProcess:
+                pass
+    psutil.wait_procs(tree[1:], timeout=5)
+    proc.wait()
+
+
+def _server_finished_normally(sim_workspace: Path) -> bool:
+    """The server runner finished without a fatal error (every output is on disk by then)."""
+    server_log = sim_workspace / SERVER_LOG
+    deadline = time.time() + 2.0  # logged before the sites are told to end: waiting is a formality
+    while True:
+        text = server_log.read_text(errors="replace") if server_log.is_file() else ""
+        if _SERVER_FINISHED in text or time.time() > deadline:
+            return _SERVER_FINISHED in text and not _ABORT.search(text)
+        time.sleep(0.05)
+
+
+def run_simulator(
+    job: Path,
+    sim_workspace: Path,
+    site_names: list[str],
+    log_file: Path,
+    threads: int | None = None,
+    echo: Callable[[str], None] | None = print,
+    timeout_s: float | None = None,
+) -> list[dict]:
+    """Run FLARE's simulator in a child process (it changes the working directory and logging).
+
+    Once every site has ended a normally finished job, the simulator is stopped instead of being
+    left ~6 s in FLARE 2.9's fixed shutdown waits (its process monitor's 3 s grace, the server
+    thread's stop, each worker's grace); its results are on disk by then. Any other ending (an
+    aborted job, a site that died, a swap run with fewer threads than sites) runs FLARE's own
+    shutdown and exit code.
+
+    Returns the sites' per-round progress records (see :mod:`fedgin.flare.progress`).
+    """
+    n_threads = threads or len(site_names)
+    cmd = [
+        sys.executable, "-m", "nvflare.private.fed.app.simulator.simulator", str(job),
+        "-w", str(sim_workspace), "-c", ",".join(site_names), "-t", str(n_threads),
+    ]  # fmt: skip
+    # Sites on this machine take turns on its cores (fedgin.flare.cpu_turns); the lock sits next to the log.
+    turns_lock = Path(log_file).resolve().parent / "cpu_turns.lock"
+    # FLARE's temporary files (multiprocessing's pymp-* folders among them) go to a folder of ours,
+    # removed after the run, also when its processes were killed. In the system's temp folder: a
+    # socket path in a deep workspace would pass the 108-character limit of AF_UNIX.
+    tmp = Path(tempfile.mkdtemp(prefix="fedgin-sim-"))
+    env = {**os.environ, **co_located_env(n_threads, turns_lock), "TMPDIR": str(tmp)}
+    records = []
+    sites_ended, aborted, stopped_early = 0, False, False
+    start = time.time()
+    with (
+        open(log_file, "w") as log,
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env) as proc,
+    ):
+        # A watchdog, so a simulator that hangs without printing still ends at the timeout.
+        watchdog = threading.Timer(timeout_s, _stop, (proc,)) if timeout_s else None
+        if watchdog:
+            watchdog.start()
+        try:
+            for line in proc.stdout:
+                log.write(line)
+                record = parse_round(line)
+                if record is not None:
+                    records.append(record)
+                match = _PROGRESS.search(line)
+                if echo and match:
+                    echo(f"  [{time.time() - start:6.1f} s] {match.group(0).replace('[fedgin] ', '')}")
+                aborted = aborted or bool(_ABORT.search(line))
+                sites_ended += _SITE_ENDED in line
+                if (
+                    _SITE_ENDED in line and sites_ended == len(site_names) and n_threads >= len(site_names)
+                    and not aborted and _server_finished_normally(Path(sim_workspace))
+                ):  # fmt: skip
+                    stopped_early = True
+                    _stop(proc)
+        except BaseException:
+            _stop(proc)
+            raise
+        finally:
+            if watchdog:
+                watchdog.cancel()
+            rc = 0 if stopped_early else proc.wait()
+            shutil.rmtree(tmp, ignore_errors=True)
+        if stopped_early:
+            log.write(f"{EARLY_STOP_NOTE} ({time.time() - start:.1f} s)\n")
+        if timeout_s and time.time() - start > timeout_s:
+            raise SimulationError(f"simulator exceeded {timeout_s} s and was stopped; see {log_file}")
+    if rc != 0:
+        raise SimulationError(f"FLARE simulator exited with code {rc}; see {log_file}")
+    return records
+
+
+def simulate(
+    job_dir: str | Path,
+    sites: Mapping[str, str | Path],
+    workspace: str | Path,
+    num_rounds: int | None = None,
+    executor_overrides: dict | None = None,
+    threads: int | None = None,
+    evaluate_split: str | None = "test",
+    echo: Callable[[str], None] | None = print,
+    timeout_s: float | None = None,
+    privacy: dict | None = None,
+    min_clients: int | None = None,
+    aggregator: dict | None = None,
+    workflow: dict | None = None,
+    executor_path: str | None = None,
+    resume_from: str | Path | None = None,
+    start_round: int | None = None,
+) -> SimulationResult:
+    """Build ``job_dir``, run it in the simulator on ``sites`` and score the final global model.
+
+    Args:
+        job_dir: a job definition from ``jobs/``.
+        sites: site name -> site config file.
+        workspace: output folder (created; the simulator part is replaced).
+        num_rounds: override the job's rounds.
+        executor_overrides: override our executor's args (e.g. ``{"gin": {"enabled": False}}``).
+        threads: sites trained in parallel (default: all).
+        evaluate_split: split of each site scored with the final global model (None: skip).
+        echo: where progress lines go.
+        timeout_s: kill the simulator after this long.
+        privacy: the sites' filter of train results (see :func:`fedgin.tools.jobs.build_job`).
+        min_clients: results a round waits for (default: all sites). Fewer lets the job go on
+            when a site fails; see ``wait_time_after_min_received`` for late sites.
+        aggregator, workflow, executor_path: see :func:`fedgin.tools.jobs.build_job`.
+        resume_from: a saved global model to start from (e.g. ``results/FL_global_model.pt`` of an
+            earlier run); ``num_rounds`` then counts the rounds to add.
+        start_round: the round number the run starts at (resume: the rounds already done).
+    """
+    if len(sites) < 1:
+        raise ValueError("give at least one site")
+    if threads is not None and threads < len(sites) and echo:
+        # FLARE's simulator then swaps sites in and out: each restart reloads the site's data and
+        # loses its optimizer state, every round.
+        echo(f"warning: {threads} threads for {len(sites)} sites: sites reload their data every round")
+    for path in sites.values():
+        load_site_config(path)  # fail before FLARE starts, with the file's name
+    ws = Path(workspace).resolve()
+    ws.mkdir(parents=True, exist_ok=True)
+    workflow = dict(workflow or {})
+    if start_round is not None:
+        workflow["start_round"] = int(start_round)
+    if resume_from is not None:
+        if not Path(resume_from).is_file():
+            raise SimulationError(f"cannot resume: {resume_from} does not exist")
+        # The model is copied in: FLARE's results replace the old run's, perhaps in this workspace.
+        resume_copy = ws / "resume_from.pt"
+        if Path(resume_from).resolve() != resume_copy:
+            shutil.copy2(resume_from, resume_copy)
+        resume_from = resume_copy
+    job = build_job(
+        job_dir, ws / "job" / Path(job_dir).name, num_rounds, min_clients=min_clients or len(sites),
+        executor_overrides=executor_overrides, privacy=privacy, executor_path=executor_path, aggregator=aggregator,
+        workflow=workflow, resume_from=resume_from,
+    )  # fmt: skip
+    sim_ws = ws / "simulate"
+    install_site_configs(sim_ws, sites)
+    config = job_training_config(job)
+    rounds = json.loads((job / "app/config/config_fed_server.json").read_text())["num_rounds"]
+    if echo:
+        echo(f"Running {job.name} in the FLARE simulator: {len(sites)} sites ({', '.join(sites)}), {rounds} rounds")
+    start = time.time()
+    model = sim_ws / GLOBAL_MODEL
+    model.unlink(missing_ok=True)  # none from an earlier run in this workspace
+    try:
+        records = run_simulator(job, sim_ws, list(sites), ws / "simulator.log", threads, echo, timeout_s)
+    except SimulationError as e:
+        # An aborted job keeps the global model of its last finished round: hand it over.
+        reason = _abort_reason(ws / "simulator.log")
+        message = f"{e}" + (f"; the job was aborted: {reason}" if reason else "")
+        if not model.is_file():
+            raise SimulationError(message) from None
+        (ws / "results").mkdir(exist_ok=True)
+        shutil.copy2(model, ws / "results" / "FL_global_model.pt")
+        _copy_privacy_records(sim_ws, sites, ws / "results")
+        message += f"; the last global model saved is {ws / 'results' / 'FL_global_model.pt'}"
+        raise SimulationError(message, ws / "results" / "FL_global_model.pt") from None
+    wall = time.time() - start
+
+    if not model.is_file():
+        raise SimulationError(f"the job finished without a global model ({model}); see {ws / 'simulator.log'}")
+    results = ws / "results"
+    results.mkdir(exist_ok=True)
+    shutil.copy2(model, results / "FL_global_model.pt")
+    cross_site = json.loads((sim_ws / CROSS_SITE).read_text()) if (sim_ws / CROSS_SITE).is_file() else {}
+    write_json(results / "cross_site_val.json", cross_site)
+    save_progress(records, results)
+    _copy_privacy_records(sim_ws, sites, results)
+    result = SimulationResult(ws, results / "FL_global_model.pt", cross_site, wall_time_s=wall)
+    if evaluate_split:
+        if echo:
+            echo(f"Scoring the final global model on each site's {evaluate_split} split ...")
+        for name, path in sites.items():
+            result.dice[name] = evaluate_model(model, path, split=evaluate_split, config=config)
+        write_json(results / "dice.json", result.dice)
+        table = dice_table(result.dice, title=f"Dice of the final global model ({job.name}, {evaluate_split} split)")
+        (results / "dice.md").write_text(table)
+    return result

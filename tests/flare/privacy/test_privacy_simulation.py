@@ -1,0 +1,52 @@
+"""End to end: the Gaussian filter and its budget in a real FLARE simulator run on two tiny phantom sites."""
+
+import json
+import re
+
+import pytest
+import torch
+from fedgin.flare.privacy.accounting import gaussian_epsilon
+from fedgin.tools.phantoms import generate_phantom_dataset
+from fedgin.tools.simulation import SimulationError, simulate
+from helpers import REPO, TINY_TRAINING
+
+# sigma 1: epsilon 4.73 after round 1, 7.08 after 2, 9.01 after 3, so a budget of 8 ends after round 2.
+PRIVACY = {"kind": "gaussian", "noise_multiplier": 1.0, "clip_norm": 1.0, "seed": 3, "max_epsilon": 8.0}
+
+
+@pytest.mark.simulator
+def test_gaussian_filter_in_the_flare_simulator(tmp_path):
+    sites = generate_phantom_dataset("abdomen", tmp_path / "data", seed=3, size=0.5, max_cases=1)
+    lines = []
+    # Both sites spend their budget after round 2 and decline round 3; with no site left the server
+    # ends the job and keeps the global model of round 2.
+    with pytest.raises(SimulationError, match="EARLY_TERMINATION") as stopped:
+        simulate(
+            REPO / "jobs/fedgin_abdomen", sites, tmp_path / "ws", num_rounds=3, executor_overrides=TINY_TRAINING,
+            evaluate_split=None, echo=lines.append, timeout_s=300, privacy=PRIVACY,
+        )  # fmt: skip
+    workspace = tmp_path / "ws"
+    expected = [gaussian_epsilon(1.0, k) for k in (1, 2)]
+    for site in sites:
+        # The site's own log holds one privacy line per round, after the only filter of train results.
+        site_log = (workspace / f"simulate/{site}/log.txt").read_text()
+        found = re.findall(r"\[fedgin\] privacy: round (\d) sigma 1 clip 1 epsilon (\S+) delta 1e-05", site_log)
+        assert [(int(r), float(e)) for r, e in found] == [
+            (1, pytest.approx(expected[0], rel=1e-3)),
+            (2, pytest.approx(expected[1], rel=1e-3)),
+        ]
+        assert "PercentilePrivacy" not in site_log
+        # The per-round epsilon lands in the job's results.
+        record = json.loads((workspace / f"results/privacy_{site}.json").read_text())
+        assert record["site"] == site and record["noise_multiplier"] == 1.0 and record["budget_spent"] is True
+        # Round 3 would exceed the budget: nothing more leaves.
+        assert [r["round"] for r in record["rounds"]] == [1, 2]
+        assert f"privacy: {site} released its last update within max_epsilon 8" in site_log
+        assert [r["epsilon"] for r in record["rounds"]] == pytest.approx(expected)
+    assert any("privacy: round 2" in line for line in lines)
+    # The first site asked for round 3 declines it (the server then ends the job before the other asks).
+    logs = [(workspace / f"simulate/{site}/log.txt").read_text() for site in sites]
+    assert any("round 3: privacy budget spent" in log and "not training" in log for log in logs)
+    state = torch.load(stopped.value.global_model, map_location="cpu", weights_only=False)
+    weights = state["model"] if "model" in state else state
+    assert all(torch.isfinite(v).all() for v in weights.values())

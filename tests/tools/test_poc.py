@@ -1,0 +1,118 @@
+"""POC mode for real: server and client processes on loopback, a job submitted with the admin kit."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from fedgin.flare.cpu_turns import CPU_TURNS_ENV
+from fedgin.tools.admin import AdminError
+from fedgin.tools.cpu_sharing import client_thread_env
+from fedgin.tools.jobs import CLIENT_CONFIG, build_job
+from fedgin.tools.phantoms import generate_phantom_dataset
+from fedgin.tools.poc import PocError, PocWorkspace, processes, run_poc, stop
+from helpers import ABDOMEN, REPO, TINY_TRAINING
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_workspace_inside_the_repo_is_refused():
+    with pytest.raises(PocError, match="inside the repository"):
+        PocWorkspace.at(REPO / "poc_ws")
+
+
+@pytest.mark.poc
+def test_full_poc_flow(tmp_path):
+    if not _port_free(8002):
+        pytest.skip("port 8002 (FLARE POC server) is taken on this machine")
+    sites = generate_phantom_dataset("abdomen", tmp_path / "data", seed=4, size=0.5, max_cases=1)
+    # A job that "forgets" its privacy filter: the sites' privacy.json scope must filter anyway.
+    job = build_job(REPO / "jobs/fedgin_abdomen", tmp_path / "job_without_filter" / "fedgin_abdomen")
+    client = json.loads((job / CLIENT_CONFIG).read_text())
+    client["task_result_filters"] = []
+    (job / CLIENT_CONFIG).write_text(json.dumps(client))
+    lines = []
+    summary = run_poc(
+        job, sites, tmp_path / "pocws", num_rounds=2, executor_overrides=TINY_TRAINING,
+        echo=lines.append, timeout_s=400,
+    )  # fmt: skip
+    assert any("FINISHED:COMPLETED" in line for line in lines), lines
+    assert any("round 2/2 site-mri" in line for line in lines), lines
+    state = torch.load(summary["global_model"], weights_only=True)["model"]
+    assert all(torch.isfinite(v).all() for v in state.values())
+    cross = json.loads(
+        (tmp_path / "pocws/results" / summary["job_id"] / "workspace/cross_site_val/cross_val_results.json").read_text()
+    )
+    assert set(cross) == set(sites)
+    assert list(summary["dice"]["site-ct"]["dice"]) == ABDOMEN
+    # Each site found its config in its own local/ folder; no data path reached the server or the results.
+    ws = PocWorkspace.at(tmp_path / "pocws")
+    for site in sites:
+        assert (ws.prod / site / "local/fedgin_site.json").is_file()
+        site_log = (ws.prod / site / summary["job_id"] / "log.txt").read_text()
+        assert len(re.findall(r"PercentilePrivacy.*Max abs delta_w", site_log)) == 2  # site scope, both rounds
+        # POC sites share this machine like simulated ones: all cores each, taking turns on them.
+        threads = {**os.environ, **client_thread_env(len(sites))}["OMP_NUM_THREADS"]
+        turns = ", CPU turns" if os.environ.get(CPU_TURNS_ENV) != "" else ""
+        ready = [line for line in site_log.splitlines() if "site ready" in line]
+        assert len(ready) == 1 and f"({threads} threads{turns})" in ready[0], ready
+    server_logs = "".join(p.read_text(errors="replace") for p in (ws.prod / "server").rglob("log*.txt"))
+    downloaded = "".join(
+        p.read_text(errors="replace") for p in (tmp_path / "pocws/results").rglob("*") if p.suffix in (".txt", ".json")
+    )
+    for text in (server_logs, downloaded):
+        assert str(tmp_path / "data") not in text and ".nii.gz" not in text
+    # The processes are gone and the port is free again.
+    assert _port_free(8002)
+
+
+@pytest.mark.poc
+def test_poc_stops_everything_when_the_run_fails(tmp_path):
+    if not _port_free(8002):
+        pytest.skip("port 8002 (FLARE POC server) is taken on this machine")
+    sites = generate_phantom_dataset("abdomen", tmp_path / "data", seed=4, size=0.5, max_cases=1)
+    with pytest.raises(AdminError, match="did not finish within"):
+        run_poc(REPO / "jobs/fedgin_abdomen", sites, tmp_path / "pocws", num_rounds=50, echo=None, timeout_s=3)
+    # No orphaned server or client process of this workspace, and the port is free again.
+    ps = subprocess.run(["ps", "-eww", "-o", "args="], capture_output=True, text=True).stdout
+    assert str(tmp_path / "pocws") not in ps, [line for line in ps.splitlines() if "pocws" in line]
+    assert processes(PocWorkspace.at(tmp_path / "pocws")) == []
+    assert _port_free(8002)
+
+
+def test_stop_leaves_a_users_own_processes_on_the_poc_folder_alone(tmp_path):
+    ws = PocWorkspace.at(tmp_path / "pocws")
+    log = ws.root / "poc" / "site-1" / "log.txt"  # no prod_00: FLARE's own `poc stop` is not needed
+    log.parent.mkdir(parents=True)
+    log.write_text("")
+    # A user's `tail -f` on a site log, and a stand-in for a FLARE participant of this workspace.
+    tail = subprocess.Popen(["tail", "-f", str(log)])
+    flare = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time; time.sleep(60)",
+            "-m",
+            "nvflare.private.fed.app.client.client_train",
+            str(log.parent),
+        ]  # fmt: skip
+    )
+    try:
+        time.sleep(0.5)
+        assert processes(ws) == [flare.pid]
+        stop(ws, grace_s=0)
+        assert flare.wait(timeout=10) == -signal.SIGKILL
+        assert tail.poll() is None  # still running
+    finally:
+        for p in (tail, flare):
+            p.kill()
+            p.wait()
