@@ -102,10 +102,14 @@ class Sites:
         key = (name, tuple(config.spatial_size), config.model.spatial_dims, config.background_slice_fraction, seed)
         if key not in self._cache:
             self._cache[key] = load_site_data(
-                self.configs[name], config.organs, config.spatial_size, config.model.spatial_dims,
+                self.configs[name],
+                config.organs,
+                config.spatial_size,
+                config.model.spatial_dims,
                 splits=("training", "validation", "test"),
-                background_slice_fraction=config.background_slice_fraction, seed=seed,
-            )  # fmt: skip
+                background_slice_fraction=config.background_slice_fraction,
+                seed=seed,
+            )
         return self._cache[key]
 
 
@@ -118,8 +122,9 @@ def score(trainer: Trainer, data: dict[str, SiteData], split: str) -> dict:
 
 
 def _fmt(scores: dict) -> str:
-    return " ".join(f"{n} {s['mean_dice'] if s['mean_dice'] is None else round(s['mean_dice'], 3)}"
-                    for n, s in scores.items())  # fmt: skip
+    return " ".join(
+        f"{n} {s['mean_dice'] if s['mean_dice'] is None else round(s['mean_dice'], 3)}" for n, s in scores.items()
+    )
 
 
 def run_central(config: TrainConfig, sites: Sites, rounds: int, echo) -> tuple[Trainer, dict]:
@@ -130,8 +135,10 @@ def run_central(config: TrainConfig, sites: Sites, rounds: int, echo) -> tuple[T
     for r in range(rounds):
         trainer.start_round(r, rounds)
         stats = trainer.train_epochs(pooled, epochs=1)
-        echo(f"  epoch {r + 1}/{rounds}: loss {stats['loss']:.3f}, val {_fmt(score(trainer, data, 'val'))} "
-             f"({time.time() - start:.0f} s)")  # fmt: skip
+        echo(
+            f"  epoch {r + 1}/{rounds}: loss {stats['loss']:.3f}, val {_fmt(score(trainer, data, 'val'))} "
+            f"({time.time() - start:.0f} s)"
+        )
     return trainer, data
 
 
@@ -221,11 +228,15 @@ def run_variant(job: Path, sites: Sites, name: str, training: dict, federation: 
         trainer, data = run_federated(config, federation, result_filters(client), sites, rounds, echo, balancer)
     test = score(trainer, data, "test")
     return {
-        "variant": name, "seed": seed, "rounds": rounds, "training": training, "federation": federation,
+        "variant": name,
+        "seed": seed,
+        "rounds": rounds,
+        "training": training,
+        "federation": federation,
         "test": {n: {k: (None if math.isnan(v) else v) for k, v in s.items()} for n, s in test.items()},
         "seconds": time.time() - start,
         "model": trainer.get_weights(),  # the final global model (not written to results.jsonl)
-    }  # fmt: skip
+    }
 
 
 def _mean_range(values: list[float]) -> str:
@@ -244,8 +255,10 @@ def write_report(results: list[dict], out: Path) -> None:
     for r in results:
         by_variant.setdefault(r["variant"], []).append(r)
     sites = list(results[0]["test"]) if results else []
-    lines = ["| variant | seeds | " + " | ".join(f"{s} mean Dice" for s in sites) + " | minutes a run |",
-             "|---|---|" + "---|" * len(sites) + "---|"]  # fmt: skip
+    lines = [
+        "| variant | seeds | " + " | ".join(f"{s} mean Dice" for s in sites) + " | minutes a run |",
+        "|---|---|" + "---|" * len(sites) + "---|",
+    ]
     for name, runs in by_variant.items():
         cells = [_mean_range([r["test"][s]["mean_dice"] for r in runs]) for s in sites]
         minutes = np.mean([r["seconds"] for r in runs]) / 60
@@ -255,8 +268,11 @@ def write_report(results: list[dict], out: Path) -> None:
     for key in (k for r in results for t in r["test"].values() for k in t):
         if key.startswith("dice_") and key not in organs:
             organs.append(key)
-    lines += ["", "| variant | seed | site | " + " | ".join(k[5:] for k in organs) + " | mean |",
-              "|---|---|---|" + "---|" * (len(organs) + 1)]  # fmt: skip
+    lines += [
+        "",
+        "| variant | seed | site | " + " | ".join(k[5:] for k in organs) + " | mean |",
+        "|---|---|---|" + "---|" * (len(organs) + 1),
+    ]
     for name, runs in by_variant.items():
         for r in sorted(runs, key=lambda r: r["seed"]):
             for s in sites:
@@ -286,8 +302,9 @@ def main(argv=None) -> int:
             if any(r["variant"] == name and r["seed"] == seed and r["rounds"] == args.rounds for r in done):
                 continue
             print(f"{name} seed {seed}: {training or ''} {federation}", flush=True)
-            result = run_variant(Path(args.job), sites, name, training, federation, args.rounds, seed,
-                                 lambda s: print(s, flush=True))  # fmt: skip
+            result = run_variant(
+                Path(args.job), sites, name, training, federation, args.rounds, seed, lambda s: print(s, flush=True)
+            )
             print(f"{name} seed {seed}: test {_fmt({n: s for n, s in result['test'].items()})}", flush=True)
             result.pop("model")
             done.append(result)

@@ -52,9 +52,13 @@ def run_sweep(args) -> list[dict]:
     out = Path(args.out).resolve()
     smoke = args.smoke
     sites = generate_phantom_dataset(
-        args.task, out / "data", seed=args.seed, size=0.5 if smoke else args.size,
-        max_cases=1 if smoke else args.max_cases, num_workers=args.workers,
-    )  # fmt: skip
+        args.task,
+        out / "data",
+        seed=args.seed,
+        size=0.5 if smoke else args.size,
+        max_cases=1 if smoke else args.max_cases,
+        num_workers=args.workers,
+    )
     job = find_jobs_dir() / f"fedgin_{args.task}"
     rows = []
     for sigma in args.sigmas:
@@ -64,9 +68,15 @@ def run_sweep(args) -> list[dict]:
         row = {"sigma": sigma, "clip_norm": args.clip_norm, "delta": args.delta}
         try:
             result = simulate(
-                job, sites, out / f"sigma_{sigma:g}", num_rounds=args.rounds, privacy=privacy, echo=None,
-                executor_overrides=SMOKE_TRAINING if smoke else DEMO_OVERRIDES, threads=args.threads,
-            )  # fmt: skip
+                job,
+                sites,
+                out / f"sigma_{sigma:g}",
+                num_rounds=args.rounds,
+                privacy=privacy,
+                echo=None,
+                executor_overrides=SMOKE_TRAINING if smoke else DEMO_OVERRIDES,
+                threads=args.threads,
+            )
             results = result.workspace / "results"
             row.update(epsilon=site_epsilon(results, sites), dice=modality_dice(result.dice))
             row["rounds"] = len(json.loads((results / f"privacy_{next(iter(sites))}.json").read_text())["rounds"])
@@ -114,8 +124,14 @@ def write_report(rows: list[dict], out: Path, title: str) -> None:
         ax.plot([r["sigma"] for r in done], [r["dice"][modality] for r in done], marker="o", label=label)
     for r in done:
         eps = "eps=inf" if r["epsilon"] is None else f"eps={r['epsilon']:.1f}"
-        ax.annotate(eps, (r["sigma"], max(v or 0 for v in r["dice"].values())), textcoords="offset points",
-                    xytext=(0, 6), ha="center", fontsize=8)  # fmt: skip
+        ax.annotate(
+            eps,
+            (r["sigma"], max(v or 0 for v in r["dice"].values())),
+            textcoords="offset points",
+            xytext=(0, 6),
+            ha="center",
+            fontsize=8,
+        )
     ax.set_xlabel("noise multiplier sigma")
     ax.set_ylabel("mean Dice of the final global model")
     ax.set_ylim(0, 1)

@@ -25,7 +25,10 @@ def fixture_sites(tmp_path, fixtures_dir) -> dict[str, Path]:
     ):
         case = [(str(fixtures_dir / image), str(fixtures_dir / label))]
         sites[name] = write_site(
-            tmp_path / name, modality, {"training": case, "validation": case, "test": case}, TOTALSEG_IDS,
+            tmp_path / name,
+            modality,
+            {"training": case, "validation": case, "test": case},
+            TOTALSEG_IDS,
             site_name=name,
-        )  # fmt: skip
+        )
     return sites

@@ -49,15 +49,17 @@ def test_gin_and_infer_sections_write_the_report(tmp_path):
 
 
 def test_fl_verdict_refuses_what_the_machine_noise_cannot_resolve():
-    bench = load_bench()
+    load_bench()  # puts bench/ on sys.path, where the sections live
+    from sections import fl
+
     runs = [
         {"rounds": 30, "flare": {"wall_s": 142.5}, "plain": {"wall_s": 131.8}},
         {"rounds": 30, "flare": {"wall_s": 145.0}, "plain": {"wall_s": 159.3}},  # the same plain work, 21 % slower
     ]
-    noise = bench._repeat_noise(runs, 30)
+    noise = fl.repeat_noise(runs, 30)
     assert abs(noise - (159.3 - 131.8) / 131.8) < 1e-9
-    assert abs(bench._pooled_ratio(runs, 30) - (142.5 + 145.0) / (131.8 + 159.3)) < 1e-9
-    assert not bench._resolved(0.988, noise)  # below 1: FLARE cannot beat the same work without it
-    assert not bench._resolved(1.15, noise)  # nearer the target than the noise
-    assert bench._resolved(1.15, 0.01) and bench._resolved(1.05, None)
-    assert bench._repeat_noise(runs[:1], 30) is None
+    assert abs(fl.pooled_ratio(runs, 30) - (142.5 + 145.0) / (131.8 + 159.3)) < 1e-9
+    assert not fl.resolved(0.988, noise)  # below 1: FLARE cannot beat the same work without it
+    assert not fl.resolved(1.15, noise)  # nearer the target than the noise
+    assert fl.resolved(1.15, 0.01) and fl.resolved(1.05, None)
+    assert fl.repeat_noise(runs[:1], 30) is None

@@ -37,9 +37,15 @@ def test_in_process_fedavg_gives_the_flare_simulators_global_model(tmp_path, mon
     monkeypatch.setattr(tempfile, "tempdir", tempfile.mkdtemp(prefix="t", dir="/tmp"))  # short socket paths
     job = REPO / "jobs/fedgin_abdomen"
     flare = simulate(
-        job, sites, tmp_path / "ws", num_rounds=2, executor_overrides=TINY_TRAINING, evaluate_split=None, echo=None,
+        job,
+        sites,
+        tmp_path / "ws",
+        num_rounds=2,
+        executor_overrides=TINY_TRAINING,
+        evaluate_split=None,
+        echo=None,
         timeout_s=300,
-    )  # fmt: skip
+    )
     flare_state = torch.load(flare.global_model, weights_only=True)["model"]
 
     run = ablation.Sites({name: str(path) for name, path in sites.items()})

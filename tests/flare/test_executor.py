@@ -13,7 +13,7 @@ from nvflare.apis.fl_context import FLContext
 from nvflare.apis.signal import Signal
 from nvflare.app_common.app_constant import AppConstants
 
-TINY = {**TINY_TRAINING, "batch_size": 8, "gin": {"enabled": True}}
+TINY = {**TINY_TRAINING, "batch_size": 8, "augmentation": "gin"}
 
 
 def _global_weights() -> dict:

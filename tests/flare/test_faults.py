@@ -37,9 +37,12 @@ WAIT_S = 15
 # No privacy filter: FLARE runs a site's result filters on whatever its executor returns, and
 # PercentilePrivacy would clip the huge update to +-gamma before it left the faulty site.
 RUN = {
-    "num_rounds": ROUNDS, "executor_overrides": TINY_TRAINING, "evaluate_split": None, "timeout_s": 400,
+    "num_rounds": ROUNDS,
+    "executor_overrides": TINY_TRAINING,
+    "evaluate_split": None,
+    "timeout_s": 400,
     "privacy": {"kind": "none"},
-}  # fmt: skip
+}
 
 
 def _state(path):
@@ -73,9 +76,16 @@ def faulty(sites):
     lines = []
     run = {**RUN, "executor_overrides": overrides}
     result = simulate(
-        JOB, four, sites["_root"] / "faulty", aggregator={}, min_clients=2, executor_path=FAULTY_EXECUTOR_PATH,
-        workflow={"wait_time_after_min_received": WAIT_S}, echo=lines.append, **run,
-    )  # fmt: skip
+        JOB,
+        four,
+        sites["_root"] / "faulty",
+        aggregator={},
+        min_clients=2,
+        executor_path=FAULTY_EXECUTOR_PATH,
+        workflow={"wait_time_after_min_received": WAIT_S},
+        echo=lines.append,
+        **run,
+    )
     return result, lines
 
 
@@ -122,9 +132,15 @@ def test_resume_starts_from_the_saved_global_model(clean, sites):
     two = {k: sites[k] for k in ("site-ct", "site-mri")}
     saved = clean.workspace / "results/FL_global_model.pt"
     resumed = simulate(
-        JOB, two, sites["_root"] / "resumed", aggregator={}, echo=None,
-        **{**RUN, "num_rounds": 1}, resume_from=saved, start_round=ROUNDS,
-    )  # fmt: skip
+        JOB,
+        two,
+        sites["_root"] / "resumed",
+        aggregator={},
+        echo=None,
+        **{**RUN, "num_rounds": 1},
+        resume_from=saved,
+        start_round=ROUNDS,
+    )
     server_log = (resumed.workspace / "simulate/server/log.txt").read_text()
     assert "Loading checkpoint from" in server_log and f"Round {ROUNDS} started." in server_log
     assert f"Round {ROUNDS - 1} started." not in server_log

@@ -6,7 +6,6 @@ import torch
 from fedgin.flare.executor import SegmentationExecutor
 from fedgin.flare.local_norm import site_model
 from fedgin.seg.training import TrainConfig, Trainer
-from fedgin.tools.jobs import persistor_model_args
 from helpers import ABDOMEN, TINY_TRAINING
 from nvflare.apis.dxo import DXO, DataKind, from_shareable
 from nvflare.apis.fl_context import FLContext
@@ -23,8 +22,8 @@ def _config():
 def test_local_norm_needs_affine_norm_and_the_server_builds_the_same_model():
     config = _config()
     assert config.model.affine_norm
-    assert persistor_model_args(config)["affine_norm"] is True
-    assert "affine_norm" not in persistor_model_args(TrainConfig.from_dict({"organs": ABDOMEN, **TINY_TRAINING}))
+    assert config.model_args()["affine_norm"] is True
+    assert TrainConfig.from_dict({"organs": ABDOMEN, **TINY_TRAINING}).model_args()["affine_norm"] is False
     trainer = Trainer(config, device="cpu")
     assert trainer.local_keys and all(".adn.N." in k for k in trainer.local_keys)
     assert set(trainer.get_shared_weights()) == set(trainer.get_weights()) - trainer.local_keys

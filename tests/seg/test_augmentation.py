@@ -6,8 +6,12 @@ from fedgin.seg.augmentation import AUGMENTATIONS, augment
 from fedgin.seg.data.site_data import TrainSamples
 from fedgin.seg.training import TrainConfig, Trainer
 
-TINY = {"organs": ["liver"], "spatial_size": [16, 16], "batch_size": 4,
-        "model": {"channels": [4, 8, 16], "strides": [2, 2]}}  # fmt: skip
+TINY = {
+    "organs": ["liver"],
+    "spatial_size": [16, 16],
+    "batch_size": 4,
+    "model": {"channels": [4, 8, 16], "strides": [2, 2]},
+}
 
 
 def _data(n=8):
@@ -31,13 +35,15 @@ def test_every_family_trains_and_is_seeded(kind):
         assert (runs[0][key] == runs[1][key]).all(), key
 
 
-def test_default_follows_gin_enabled_and_explicit_choice_wins():
-    assert TrainConfig.from_dict(TINY).augmentation_kind == "gin"
-    assert TrainConfig.from_dict({**TINY, "gin": {"enabled": False}}).augmentation_kind == "none"
+def test_gin_is_the_default_and_the_one_switch():
+    assert TrainConfig.from_dict(TINY).augmentation == "gin"
+    assert TrainConfig.from_dict({**TINY, "augmentation": "none"}).augmentation == "none"
+    with pytest.raises(ValueError, match="gin.enabled is not an option"):
+        TrainConfig.from_dict({**TINY, "gin": {"enabled": False}})
     config = TrainConfig.from_dict(
         {**TINY, "augmentation": "randconv", "augmentation_options": {"kernel_sizes": [1, 3]}}
     )
-    assert config.augmentation_kind == "randconv" and config.augmentation_kwargs() == {"kernel_sizes": [1, 3]}
+    assert config.augmentation == "randconv" and config.augmentation_kwargs() == {"kernel_sizes": [1, 3]}
     # GIN-IPA draws its GIN views with the job's GIN settings unless told otherwise.
     ipa = TrainConfig.from_dict({**TINY, "augmentation": "gin_ipa", "gin": {"n_layers": 2}})
     assert ipa.augmentation_kwargs()["n_layers"] == 2

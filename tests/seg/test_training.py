@@ -51,7 +51,7 @@ def test_same_seed_same_model():
 @pytest.mark.parametrize("dims", [2, 3])
 def test_training_learns_and_predicts_on_the_original_grid(dims):
     data = _blobs(12, 16, dims)
-    trainer = Trainer(_config(dims, lr=1e-2, gin={"enabled": dims == 2}), device="cpu")
+    trainer = Trainer(_config(dims, lr=1e-2, augmentation="gin" if dims == 2 else "none"), device="cpu")
     first = trainer.train_epochs(data, epochs=1)["loss"]
     last = trainer.train_epochs(data, epochs=15)["loss"]
     assert last < first

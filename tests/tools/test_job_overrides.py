@@ -23,11 +23,15 @@ def test_aggregator_workflow_resume_and_executor_overrides(tmp_path):
     checkpoint = tmp_path / "FL_global_model.pt"
     torch.save({"model": {}}, checkpoint)
     job = build_job(
-        REPO / "jobs/fedgin_abdomen", tmp_path / "job", min_clients=2,
+        REPO / "jobs/fedgin_abdomen",
+        tmp_path / "job",
+        min_clients=2,
         executor_overrides={"fault": {"sites": ["site-bad"], "modes": ["nan"]}},
-        executor_path=FAULTY_EXECUTOR_PATH, aggregator={"max_norm_ratio": 5},
-        workflow={"start_round": 4, "train_timeout": 60}, resume_from=checkpoint,
-    )  # fmt: skip
+        executor_path=FAULTY_EXECUTOR_PATH,
+        aggregator={"max_norm_ratio": 5},
+        workflow={"start_round": 4, "train_timeout": 60},
+        resume_from=checkpoint,
+    )
     components, workflows, client = _configs(job)
     assert components["aggregator"]["path"] == AGGREGATOR_PATH
     assert components["aggregator"]["args"]["max_norm_ratio"] == 5
@@ -71,5 +75,5 @@ def test_the_jobs_aggregate_with_the_robust_aggregator(tmp_path, job):
     assert aggregator["args"] == {
         "expected_data_kind": "WEIGHT_DIFF",
         "max_norm_ratio": 10,
-        "min_valid_updates": "{min_clients}",
+        "min_valid_updates": 3,  # the job's min_clients, derived at build time
     }

@@ -16,7 +16,7 @@ from fedgin.tools.jobs import (
     JobError,
     build_job,
     executor_args,
-    persistor_model_args,
+    job_num_rounds,
     server_model_args,
 )
 from helpers import REPO
@@ -45,12 +45,12 @@ def test_job_definition_is_consistent(name):
     # config leaves out takes SegmentationUNet's default).
     defaults = {k: p.default for k, p in inspect.signature(SegmentationUNet).parameters.items()}
     model_args = {**defaults, **server_model_args(server)}
-    expected = persistor_model_args(cfg)
+    expected = cfg.model_args()
     assert {k: json.loads(json.dumps(model_args[k])) for k in expected} == expected
     # Only global models go into cross-site evaluation: a site's own weights would leave unfiltered.
     cross_site = next(w for w in server["workflows"] if w["id"] == "cross_site_validate")
     assert cross_site["args"]["submit_model_task_name"] == ""
-    assert cfg.gin.enabled == name.startswith("fedgin")
+    assert (cfg.augmentation == "gin") == name.startswith("fedgin")
     aggregator = next(c for c in server["components"] if c["id"] == "aggregator")
     assert aggregator["args"]["expected_data_kind"] == "WEIGHT_DIFF"
     filters = client["task_result_filters"][0]
@@ -70,7 +70,7 @@ def test_fedavg_jobs_differ_from_fedgin_only_in_gin():
     for task in ("abdomen", "heart"):
         a = json.loads((REPO / f"jobs/fedgin_{task}" / CLIENT_CONFIG).read_text())
         b = json.loads((REPO / f"jobs/fedavg_{task}" / CLIENT_CONFIG).read_text())
-        executor_args(b)["gin"]["enabled"] = True
+        executor_args(b)["augmentation"] = "gin"
         assert a == b
         sa = json.loads((REPO / f"jobs/fedgin_{task}" / SERVER_CONFIG).read_text())
         sb = json.loads((REPO / f"jobs/fedavg_{task}" / SERVER_CONFIG).read_text())
@@ -78,20 +78,40 @@ def test_fedavg_jobs_differ_from_fedgin_only_in_gin():
 
 
 def test_built_job_holds_the_current_code_and_overrides(tmp_path):
-    out = build_job(REPO / "jobs/fedgin_abdomen", tmp_path / "job", num_rounds=3, min_clients=3,
-                    executor_overrides={"gin": {"enabled": False}, "local_epochs": 2})  # fmt: skip
+    out = build_job(
+        REPO / "jobs/fedgin_abdomen",
+        tmp_path / "job",
+        num_rounds=3,
+        min_clients=3,
+        executor_overrides={"augmentation": "none", "local_epochs": 2},
+    )
     shipped = {k: v for k, v in _files(PACKAGE_DIR).items() if k.split("/")[0] in SHIPPED}
     assert _files(out / "app/custom/fedgin") == shipped
     server = json.loads((out / SERVER_CONFIG).read_text())
-    assert server["num_rounds"] == 3 and server["min_clients"] == 3
+    sag = next(w for w in server["workflows"] if w["id"] == "scatter_and_gather")["args"]
+    assert sag["num_rounds"] == 3 and sag["min_clients"] == 3 and job_num_rounds(out) == 3
+    aggregator = next(c for c in server["components"] if c["id"] == "aggregator")["args"]
+    assert aggregator["min_valid_updates"] == 3  # derived from min_clients
     assert json.loads((out / "meta.json").read_text())["min_clients"] == 3
     args = executor_args(json.loads((out / CLIENT_CONFIG).read_text()))
-    assert args["gin"] == {"enabled": False} and args["local_epochs"] == 2
+    assert args["augmentation"] == "none" and args["local_epochs"] == 2
     assert args["spatial_size"] == [128, 128]  # untouched options kept
     # Building again replaces the old build (stale files do not survive).
     (out / "app/custom/fedgin/stale.py").write_text("x = 1\n")
     build_job(REPO / "jobs/fedgin_abdomen", out)
     assert not (out / "app/custom/fedgin/stale.py").exists()
+
+
+def test_derived_server_settings_are_set_on_every_build(tmp_path):
+    # A job folder whose server model was edited by hand out of step with the sites' model:
+    # building it puts the sites' architecture back, overrides or not.
+    job = tmp_path / "edited"
+    build_job(REPO / "jobs/fedgin_heart", job)
+    server = json.loads((job / SERVER_CONFIG).read_text())
+    server_model_args(server)["num_res_units"] = 0
+    (job / SERVER_CONFIG).write_text(json.dumps(server))
+    out = build_job(job, tmp_path / "built")
+    assert server_model_args(json.loads((out / SERVER_CONFIG).read_text()))["num_res_units"] == 2
 
 
 def test_model_override_reaches_the_server_model(tmp_path):

@@ -42,9 +42,14 @@ def test_full_poc_flow(tmp_path):
     (job / CLIENT_CONFIG).write_text(json.dumps(client))
     lines = []
     summary = run_poc(
-        job, sites, tmp_path / "pocws", num_rounds=2, executor_overrides=TINY_TRAINING,
-        echo=lines.append, timeout_s=400,
-    )  # fmt: skip
+        job,
+        sites,
+        tmp_path / "pocws",
+        num_rounds=2,
+        executor_overrides=TINY_TRAINING,
+        echo=lines.append,
+        timeout_s=400,
+    )
     assert any("FINISHED:COMPLETED" in line for line in lines), lines
     assert any("round 2/2 site-mri" in line for line in lines), lines
     state = torch.load(summary["global_model"], weights_only=True)["model"]
@@ -104,7 +109,7 @@ def test_stop_leaves_a_users_own_processes_on_the_poc_folder_alone(tmp_path):
             "-m",
             "nvflare.private.fed.app.client.client_train",
             str(log.parent),
-        ]  # fmt: skip
+        ]
     )
     try:
         time.sleep(0.5)

@@ -65,8 +65,16 @@ def test_provisioned_federation_runs_a_job(tmp_path, capsys):
             sess.close()
         # The admin's one command: build, submit, follow, download, cross-site Dice table.
         lines = []
-        run = admin.run_job(admin_kit, REPO / "jobs/fedgin_abdomen", tmp_path / "admin", num_rounds=2, min_clients=2,
-                            executor_overrides=TINY_TRAINING, echo=lines.append, timeout=300)  # fmt: skip
+        run = admin.run_job(
+            admin_kit,
+            REPO / "jobs/fedgin_abdomen",
+            tmp_path / "admin",
+            num_rounds=2,
+            min_clients=2,
+            executor_overrides=TINY_TRAINING,
+            echo=lines.append,
+            timeout=300,
+        )
         assert any("FINISHED:COMPLETED" in line for line in lines), lines
         assert (Path(run["result"]) / "workspace/app_server/FL_global_model.pt").is_file()
         assert "site-ct-a" in run["table"] and "SRV_FL_global_model.pt" in run["table"]
@@ -76,8 +84,9 @@ def test_provisioned_federation_runs_a_job(tmp_path, capsys):
         # Submitted as the admin console does: a built job in the kit's transfer folder, by name.
         assert (admin_kit / "transfer/fedgin_abdomen/app/custom/fedgin/flare/executor.py").is_file()
         # abort_job: a long job is stopped on request.
-        long_job = admin.submit(admin_kit, REPO / "jobs/fedgin_abdomen", num_rounds=1000, min_clients=2,
-                                executor_overrides=TINY_TRAINING)  # fmt: skip
+        long_job = admin.submit(
+            admin_kit, REPO / "jobs/fedgin_abdomen", num_rounds=1000, min_clients=2, executor_overrides=TINY_TRAINING
+        )
         time.sleep(5)
         admin.abort(admin_kit, long_job)
         assert admin.follow(admin_kit, long_job, echo=None, timeout=120)["status"].startswith("FINISHED:ABORTED")

@@ -24,9 +24,14 @@ def test_fedgin_abdomen_runs_in_the_flare_simulator(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", temp)
     lines = []
     result = simulate(
-        REPO / "jobs/fedgin_abdomen", sites, tmp_path / "ws", num_rounds=2, executor_overrides=TINY_TRAINING,
-        echo=lines.append, timeout_s=300,
-    )  # fmt: skip
+        REPO / "jobs/fedgin_abdomen",
+        sites,
+        tmp_path / "ws",
+        num_rounds=2,
+        executor_overrides=TINY_TRAINING,
+        echo=lines.append,
+        timeout_s=300,
+    )
     # Progress a person can follow: both sites report both rounds, also as a plot.
     for site in sites:
         for r in (1, 2):
@@ -91,9 +96,15 @@ def test_fedgin_abdomen_runs_in_the_flare_simulator(tmp_path, monkeypatch):
     # the sites compute at the same time instead of taking CPU turns.
     monkeypatch.setenv(CPU_TURNS_ENV, "" if turns else str(tmp_path / "turns.lock"))
     again = simulate(
-        REPO / "jobs/fedgin_abdomen", sites, tmp_path / "ws2", num_rounds=2, executor_overrides=TINY_TRAINING,
-        evaluate_split=None, echo=None, timeout_s=300,
-    )  # fmt: skip
+        REPO / "jobs/fedgin_abdomen",
+        sites,
+        tmp_path / "ws2",
+        num_rounds=2,
+        executor_overrides=TINY_TRAINING,
+        evaluate_split=None,
+        echo=None,
+        timeout_s=300,
+    )
     state_again = torch.load(again.global_model, weights_only=True)["model"]
     assert all(torch.equal(v, state_again[k]) for k, v in state.items())
 

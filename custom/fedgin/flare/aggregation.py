@@ -32,6 +32,8 @@ from nvflare.app_common.abstract.model import ModelLearnableKey
 from nvflare.app_common.aggregators.intime_accumulate_model_aggregator import InTimeAccumulateWeightedAggregator
 from nvflare.app_common.app_constant import AppConstants
 
+from fedgin.flare.update_norm import update_norm
+
 _MAX_NAMED = 3  # keys named in one rejection reason
 
 
@@ -89,11 +91,6 @@ def update_problem(data, reference: Mapping[str, tuple[int, ...]] | None) -> str
     return None
 
 
-def update_norm(data: Mapping) -> float:
-    """The L2 norm of all of an update's values together (float64, so huge updates do not overflow)."""
-    return math.sqrt(sum(float(np.sum(np.square(np.asarray(v, dtype=np.float64)))) for v in data.values()))
-
-
 def norm_outliers(norms: Mapping[str, float], max_norm_ratio: float | None) -> dict[str, str]:
     """Sites whose update norm exceeds ``max_norm_ratio`` x the median of the other sites' norms.
 
@@ -148,7 +145,9 @@ class RobustAggregator(InTimeAccumulateWeightedAggregator):
         self.min_valid_updates = int(min_valid_updates)
         # Weights each site keeps to itself (domain-specific norm): never in an update; one that
         # carries them is rejected as having unknown keys.
-        self.site_local_keys = set(site_local_keys or ())
+        self.site_local_keys = (
+            sorted(site_local_keys) if site_local_keys else None
+        )  # as given: FLARE's Job API writes it back
         self._lock = threading.Lock()  # results of different sites may arrive on different threads
         self._pending: dict[str, tuple[Shareable, float]] = {}
         self._first_shapes: dict[str, tuple[int, ...]] | None = None
@@ -160,7 +159,8 @@ class RobustAggregator(InTimeAccumulateWeightedAggregator):
         model = fl_ctx.get_prop(AppConstants.GLOBAL_MODEL)
         weights = model.get(ModelLearnableKey.WEIGHTS) if isinstance(model, Mapping) else None
         if weights:
-            return {k: tuple(np.shape(v)) for k, v in weights.items() if k not in self.site_local_keys}
+            local = set(self.site_local_keys or ())
+            return {k: tuple(np.shape(v)) for k, v in weights.items() if k not in local}
         return self._first_shapes
 
     def _data_kind(self) -> str:

@@ -6,6 +6,8 @@ site; the site config (data paths, label ids) is read from the site's own ``loca
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import math
 import time
 import zlib
@@ -80,6 +82,12 @@ class SegmentationExecutor(Executor):
     ):
         super().__init__()
         self.config = TrainConfig.from_dict({"organs": list(organs), **training})
+        # FLARE's Job API writes a component's arguments back from attributes named after them
+        # (``_<name>`` too), always those in ``_always_serialize_args``: every option the job gave.
+        self.organs = list(organs)
+        for key, value in training.items():
+            setattr(self, f"_{key}", value)
+        self._always_serialize_args = ("organs", *training)
         self.train_task_name = train_task_name
         self.validate_task_name = validate_task_name
         self.submit_model_task_name = submit_model_task_name
@@ -253,3 +261,18 @@ class SegmentationExecutor(Executor):
         if not self.trained:
             return make_reply(ReturnCode.EMPTY_RESULT)
         return DXO(data_kind=DataKind.WEIGHTS, data=self.trainer.get_shared_weights()).to_shareable()
+
+
+def _signature_with_training_options(init) -> inspect.Signature:
+    """``SegmentationExecutor.__init__``'s signature with every TrainConfig option named (FLARE's Job
+    API reads a component's arguments from its constructor's signature)."""
+    signature = inspect.signature(init)
+    params = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    for f in dataclasses.fields(TrainConfig):
+        if f.name != "organs":
+            default = None if f.default is dataclasses.MISSING else f.default
+            params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default))
+    return signature.replace(parameters=params)
+
+
+SegmentationExecutor.__init__.__signature__ = _signature_with_training_options(SegmentationExecutor.__init__)

@@ -50,7 +50,11 @@ class SegmentationUNet(UNet):
                 norm=("INSTANCE", {"affine": True}) if affine_norm else "INSTANCE",
                 dropout=dropout,
             )
+        # Each argument under its own name: FLARE's Job API writes a component's arguments back from them.
         self.num_classes = num_classes
+        self.spatial_dims = spatial_dims
+        self.init_seed = init_seed
+        self.affine_norm = affine_norm
 
 
 def norm_parameter_names(model: torch.nn.Module) -> set[str]:

@@ -24,8 +24,21 @@ from pathlib import Path
 
 REQUIRED_KEYS = ("modality", "data_root", "datalist", "labels")
 OPTIONAL_KEYS = ("site_name", "normalization", "description")
+# The one table of modality names: what users may write -> fedgin's name (case-insensitive).
 MODALITY_ALIASES = {"CT": "CT", "MR": "MR", "MRI": "MR"}
 SPLITS = ("training", "validation", "test")
+
+
+def normalize_modality(name: str) -> str:
+    """``"ct"``, ``"MR"``, ``"MRI"`` ... -> ``"CT"`` or ``"MR"``.
+
+    Raises:
+        ValueError: for any other name.
+    """
+    modality = MODALITY_ALIASES.get(str(name).upper())
+    if modality is None:
+        raise ValueError(f"unknown modality {name!r}; expected 'CT' or 'MR'")
+    return modality
 
 
 class SiteConfigError(ValueError):
@@ -97,9 +110,10 @@ def parse_site_config(raw: dict, path: Path) -> SiteConfig:
     missing = [k for k in REQUIRED_KEYS if k not in raw]
     if missing:
         raise SiteConfigError(f"{path}: missing required key(s) {missing}")
-    modality = MODALITY_ALIASES.get(str(raw["modality"]).upper())
-    if modality is None:
-        raise SiteConfigError(f"{path}: unknown modality {raw['modality']!r}; expected 'CT' or 'MR'")
+    try:
+        modality = normalize_modality(raw["modality"])
+    except ValueError as e:
+        raise SiteConfigError(f"{path}: {e}") from None
     labels = raw["labels"]
     if not isinstance(labels, dict) or not labels:
         raise SiteConfigError(f"{path}: 'labels' must map organ names to label ids, e.g. {{\"liver\": 6}}")

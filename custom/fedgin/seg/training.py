@@ -26,9 +26,8 @@ LR_SCHEDULES = ("constant", "cosine", "poly")
 
 @dataclass
 class GINConfig:
-    """GIN augmentation options (Ouyang et al. 2022 defaults)."""
+    """GIN's options (Ouyang et al. 2022 defaults), used when ``augmentation`` is "gin" or "gin_ipa"."""
 
-    enabled: bool = True
     n_layers: int = 4
     interm_channels: int = 2
     kernel_sizes: tuple[int, ...] = (1, 3)
@@ -80,9 +79,9 @@ class TrainConfig:
     # Organs a site does not label: "marginal" merges them into its background in the loss,
     # "background" teaches them as background there (the naive baseline).
     partial_labels: str = "marginal"
-    # Intensity augmentation family (fedgin.seg.augmentation.AUGMENTATIONS). None: "gin" when
-    # gin.enabled, else "none". Options go to the family's batch function ("gin" uses gin's).
-    augmentation: str | None = None
+    # Intensity augmentation family (fedgin.seg.augmentation.AUGMENTATIONS): "gin" (FedGIN), "none"
+    # (FedAvg), "randconv", ... Options go to the family's batch function ("gin" uses ``gin``'s).
+    augmentation: str = "gin"
     augmentation_options: dict = field(default_factory=dict)
     # Weight of the consistency loss between the views of multi-view families (GIN-IPA: 10).
     consistency_weight: float = 10.0
@@ -103,8 +102,8 @@ class TrainConfig:
             raise ValueError("training options need a non-empty 'organs' list")
         model = raw.pop("model", {}) or {}
         gin = raw.pop("gin", {}) or {}
-        if isinstance(gin, bool):
-            gin = {"enabled": gin}
+        if "enabled" in gin:
+            raise ValueError("gin.enabled is not an option: `augmentation` chooses GIN ('gin') or none ('none')")
         for name, sub, kind in (("model", model, ModelConfig), ("gin", gin, GINConfig)):
             bad = sorted(set(sub) - set(kind.__dataclass_fields__))
             if bad:
@@ -112,7 +111,7 @@ class TrainConfig:
         cfg = cls(model=ModelConfig(**model), gin=GINConfig(**gin), **raw)
         if cfg.local_norm:
             cfg.model.affine_norm = True  # local norm layers need parameters to keep
-        check_augmentation(cfg.augmentation_kind, cfg.augmentation_options)
+        check_augmentation(cfg.augmentation, cfg.augmentation_options)
         if cfg.partial_labels not in PARTIAL_LABEL_MODES:
             raise ValueError(f"partial_labels must be one of {PARTIAL_LABEL_MODES}, got {cfg.partial_labels!r}")
         if cfg.lr_schedule not in LR_SCHEDULES:
@@ -130,15 +129,9 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    @property
-    def augmentation_kind(self) -> str:
-        if self.augmentation is not None:
-            return self.augmentation
-        return "gin" if self.gin.enabled else "none"
-
     def augmentation_kwargs(self) -> dict:
         """Options of the augmentation's batch function; GIN's come from ``gin`` unless overridden."""
-        kind = self.augmentation_kind
+        kind = self.augmentation
         base = self.gin.kwargs() if kind in ("gin", "gin_ipa") else {}
         return {**base, **self.augmentation_options}
 
@@ -163,18 +156,23 @@ class TrainConfig:
     def num_classes(self) -> int:
         return len(self.organs) + 1
 
-    def build_model(self) -> SegmentationUNet:
+    def model_args(self) -> dict:
+        """The :class:`~fedgin.seg.model.SegmentationUNet` arguments of this config (the server's
+        initial model and every site's model are built from them)."""
         m = self.model
-        return SegmentationUNet(
-            num_classes=self.num_classes,
-            spatial_dims=m.spatial_dims,
-            channels=m.channels,
-            strides=m.strides,
-            num_res_units=m.num_res_units,
-            dropout=m.dropout,
-            init_seed=self.seed,
-            affine_norm=m.affine_norm,
-        )
+        return {
+            "num_classes": self.num_classes,
+            "spatial_dims": m.spatial_dims,
+            "channels": list(m.channels),
+            "strides": list(m.strides),
+            "num_res_units": m.num_res_units,
+            "dropout": m.dropout,
+            "init_seed": self.seed,
+            "affine_norm": m.affine_norm,
+        }
+
+    def build_model(self) -> SegmentationUNet:
+        return SegmentationUNet(**self.model_args())
 
 
 def default_device() -> torch.device:
@@ -197,7 +195,7 @@ class Trainer:
         self.gin_generator = torch.Generator(device=self.device).manual_seed(config.seed + 1)
         # Keys that never leave this site and are never overwritten by the global model.
         self.local_keys = norm_parameter_names(self.model) if config.local_norm else set()
-        self.augmentation = config.augmentation_kind
+        self.augmentation = config.augmentation
         self.augmentation_kwargs = config.augmentation_kwargs()
 
     # -- weights -----------------------------------------------------------------------------
@@ -292,12 +290,17 @@ class Trainer:
         return segmentation + self.config.consistency_weight * ipa_consistency_loss(*logits.chunk(n_views))
 
     # -- evaluation --------------------------------------------------------------------------
-    @torch.no_grad()
     def predict(self, volume: EvalVolume) -> torch.Tensor:
         """Class indices on the volume's original grid, shape (H, W, D)."""
+        return self.predict_image(volume.image, tuple(volume.label.shape[1:]))
+
+    @torch.no_grad()
+    def predict_image(self, image: torch.Tensor, out_size: tuple[int, ...]) -> torch.Tensor:
+        """Class indices of ``image`` (1, S, S, D) at the model's input size, scored at ``out_size``
+        (H, W, D): logits are interpolated to the original grid, then the argmax taken."""
         self.model.eval()
-        out_size = tuple(volume.label.shape[1:])
-        image = volume.image.to(self.device)
+        out_size = tuple(out_size)
+        image = image.to(self.device)
         with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
             if self.config.model.spatial_dims == 3:
                 logits = self.model(image[None]).float()
@@ -324,8 +327,9 @@ def dice_per_volume(trainer: Trainer, volumes: Sequence[EvalVolume]) -> np.ndarr
     """(n_volumes, n_organs) Dice; NaN where an organ is absent from a volume's label."""
     # Label maps in, one-hot done per class inside MONAI: a full-size int64 one-hot of a 512 x 512 x 300
     # CT would take gigabytes.
-    metric = DiceMetric(include_background=False, reduction="none", ignore_empty=True,
-                        num_classes=trainer.config.num_classes)  # fmt: skip
+    metric = DiceMetric(
+        include_background=False, reduction="none", ignore_empty=True, num_classes=trainer.config.num_classes
+    )
     rows = []
     for volume in volumes:
         pred = trainer.predict(volume)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from fedgin.tools.assignments import parse_assignment
 from fedgin.tools.datasets.commands import add_parser as add_prepare_parser
 from fedgin.tools.experiment.grid import METHODS
-from fedgin.tools.jobs import PACKAGE_DIR
+from fedgin.tools.files import CHECKOUT
 
 TASKS = ("abdomen", "heart")
 # The phantoms' CT is 96 x 96 in-plane: training at the job's 128 x 128 (chosen for real scans)
@@ -20,11 +21,16 @@ DEMO_OVERRIDES = {"spatial_size": [96, 96]}
 
 
 def find_jobs_dir() -> Path:
-    """``jobs/`` of this checkout (next to ``custom/``), or of the current folder."""
-    for candidate in (Path.cwd() / "jobs", PACKAGE_DIR.parent.parent / "jobs"):
-        if candidate.is_dir():
+    """``jobs/`` of the current folder or of this checkout; without a checkout (a plain ``pip install``),
+    the jobs exported from their definitions into a temporary folder."""
+    for candidate in (Path.cwd() / "jobs", CHECKOUT / "jobs"):
+        if (candidate / "fedgin_abdomen" / "meta.json").is_file():
             return candidate
-    raise SystemExit("cannot find the jobs/ folder: run from the fedgin checkout or pass a job path")
+    from fedgin.flare.job_definitions import export_jobs
+
+    out = Path(tempfile.mkdtemp(prefix="fedgin_jobs_"))
+    export_jobs(out)
+    return out
 
 
 def _parse_sites(values: list[str]) -> dict[str, str]:
@@ -48,8 +54,11 @@ def _training_overrides(args) -> dict | None:
         except ValueError:
             raise SystemExit(f"--set expects KEY=VALUE (VALUE in JSON, or a plain string), got {item!r}") from None
         overrides[key] = value
-    if args.gin is not None:
-        overrides["gin"] = {**overrides.get("gin", {}), "enabled": args.gin}
+    if args.gin is not None:  # shorthand for --set augmentation=gin|none
+        chosen = "gin" if args.gin else "none"
+        if overrides.setdefault("augmentation", chosen) != chosen:
+            flag = "--gin" if args.gin else "--no-gin"
+            raise SystemExit(f"{flag} and --set augmentation={overrides['augmentation']} disagree")
     if overrides:
         from fedgin.seg.training import TrainConfig
 
@@ -78,10 +87,18 @@ def cmd_simulate(args) -> int:
 
     sites = _parse_sites(args.site)
     result = simulate(
-        args.job, sites, args.workspace, num_rounds=args.rounds, executor_overrides=_training_overrides(args),
-        threads=args.threads, evaluate_split=None if args.no_eval else args.split, privacy=_privacy_override(args),
-        min_clients=args.min_clients, resume_from=args.resume_from, start_round=args.start_round,
-    )  # fmt: skip
+        args.job,
+        sites,
+        args.workspace,
+        num_rounds=args.rounds,
+        executor_overrides=_training_overrides(args),
+        threads=args.threads,
+        evaluate_split=None if args.no_eval else args.split,
+        privacy=_privacy_override(args),
+        min_clients=args.min_clients,
+        resume_from=args.resume_from,
+        start_round=args.start_round,
+    )
     _print_result(result)
     return 0
 
@@ -112,9 +129,13 @@ def cmd_demo(args) -> int:
     sites = generate_phantom_dataset(args.task, ws / "data", seed=args.seed, num_workers=2)
     print(f"Phantoms generated in {time.time() - start:.0f} s under {ws / 'data'}")
     result = simulate(
-        job, {k: str(v) for k, v in sites.items()}, ws, num_rounds=args.rounds, threads=args.threads,
+        job,
+        {k: str(v) for k, v in sites.items()},
+        ws,
+        num_rounds=args.rounds,
+        threads=args.threads,
         executor_overrides=DEMO_OVERRIDES,
-    )  # fmt: skip
+    )
     _print_result(result)
     print(f"Demo finished in {time.time() - start:.0f} s.")
     return 0
@@ -156,9 +177,13 @@ def cmd_train(args) -> int:
 
         job = build_job(args.job, Path(args.out) / "job", executor_overrides=overrides)
     result = train_local(
-        job, args.site_config, args.out, epochs=args.epochs, evaluate_split=args.split,
+        job,
+        args.site_config,
+        args.out,
+        epochs=args.epochs,
+        evaluate_split=args.split,
         eval_site_configs=args.eval_site_config,
-    )  # fmt: skip
+    )
     print(json.dumps({k: v["mean_dice"] for k, v in result.items()}, indent=2))
     return 0
 
@@ -204,9 +229,13 @@ def cmd_poc(args) -> int:
     ws = poc.PocWorkspace.at(args.workspace)
     if args.poc_command == "run":
         poc.run_poc(
-            args.job, _parse_sites(args.site), ws.root, num_rounds=args.rounds,
-            executor_overrides=_training_overrides(args), timeout_s=args.timeout,
-        )  # fmt: skip
+            args.job,
+            _parse_sites(args.site),
+            ws.root,
+            num_rounds=args.rounds,
+            executor_overrides=_training_overrides(args),
+            timeout_s=args.timeout,
+        )
     elif args.poc_command == "prepare":
         poc.prepare(ws, _parse_sites(args.site))
         print(f"POC workspace ready at {ws.root} (sites: {', '.join(ws.sites())})")
@@ -242,8 +271,15 @@ def cmd_admin(args) -> int:
 
     kit = args.admin_kit
     if args.admin_command == "run":
-        admin.run_job(kit, args.job, args.out, num_rounds=args.rounds, min_clients=args.min_clients,
-                      executor_overrides=_training_overrides(args), timeout=args.timeout)  # fmt: skip
+        admin.run_job(
+            kit,
+            args.job,
+            args.out,
+            num_rounds=args.rounds,
+            min_clients=args.min_clients,
+            executor_overrides=_training_overrides(args),
+            timeout=args.timeout,
+        )
     elif args.admin_command == "stage":
         name = admin.stage(kit, args.job, args.rounds, args.min_clients, _training_overrides(args))
         print(f"staged in {kit}/transfer/{name}: in the admin console run `submit_job {name}`")
@@ -258,20 +294,44 @@ def cmd_admin(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m fedgin", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def cmd_predict(args) -> int:
+    from fedgin.tools.jobs import training_config_for
+    from fedgin.tools.predict import find_inputs, predict, volume_table
 
-    def gin_flags(p):
-        g = p.add_mutually_exclusive_group()
-        g.add_argument("--gin", dest="gin", action="store_true", default=None, help="GIN augmentation on")
-        g.add_argument("--no-gin", dest="gin", action="store_false", help="GIN augmentation off")
-        p.add_argument(
-            "--set", action="append", default=None, metavar="KEY=VALUE",
-            help="change one of the job's training options (executor args), VALUE in JSON: e.g. "
-            "--set augmentation=randconv --set local_norm=true --set lr=1e-3",
-        )  # fmt: skip
+    config = training_config_for(args.model, args.job)
+    inputs = find_inputs(args.input, args.modality, args.split)
+    print(f"Segmenting {len(inputs.images)} {inputs.modality} scan(s) with {args.model} ({', '.join(config.organs)})")
+    result = predict(args.model, config, inputs, args.out, preview=args.preview, device=args.device)
+    print(volume_table(result), end="")
+    print(f"masks, labels.json and predictions.json in {args.out}")
+    return 0
 
+
+def cmd_write_jobs(args) -> int:
+    from fedgin.flare.job_definitions import export_jobs
+
+    out = Path(args.out) if args.out else find_jobs_dir()
+    for job in export_jobs(out, args.name or None):
+        print(f"wrote {job}")
+    return 0
+
+
+def _gin_flags(p) -> None:
+    """--gin/--no-gin and --set KEY=VALUE: the training options a command may change."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--gin", dest="gin", action="store_true", default=None, help="GIN augmentation on")
+    g.add_argument("--no-gin", dest="gin", action="store_false", help="GIN augmentation off")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help="change one of the job's training options (executor args), VALUE in JSON: e.g. "
+        "--set augmentation=randconv --set local_norm=true --set lr=1e-3",
+    )
+
+
+def _add_demo_parser(sub) -> None:
     p = sub.add_parser("demo", help="phantoms + the FLARE simulator + a Dice table, no data needed")
     p.add_argument("--workspace", default="workspace/demo", help="output folder (default: %(default)s)")
     p.add_argument("--task", choices=TASKS, default="abdomen")
@@ -282,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="sites trained in parallel (default: all)")
     p.set_defaults(func=cmd_demo, gin=True)
 
+
+def _add_phantoms_parser(sub) -> None:
     p = sub.add_parser("phantoms", help="write a synthetic CT/MRI phantom dataset with site configs")
     p.add_argument("--task", choices=TASKS, default="abdomen")
     p.add_argument("--out", required=True)
@@ -291,6 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="processes writing cases")
     p.set_defaults(func=cmd_phantoms)
 
+
+def _add_simulate_parser(sub) -> None:
     p = sub.add_parser("simulate", help="run a job in the FLARE simulator on your sites")
     p.add_argument("job", help="a job folder, e.g. jobs/fedgin_abdomen")
     p.add_argument("--site", action="append", required=True, metavar="NAME=SITE_CONFIG", help="repeat per site")
@@ -313,9 +377,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--start-round", type=int, default=None, help="first round number when resuming (the rounds already done)"
     )
-    gin_flags(p)
+    _gin_flags(p)
     p.set_defaults(func=cmd_simulate)
 
+
+def _add_poc_parser(sub) -> None:
     p = sub.add_parser("poc", help="run jobs in FLARE's POC mode (real processes on this machine)")
     poc_sub = p.add_subparsers(dest="poc_command", required=True)
     ws_help = "POC folder, outside the repository (default: $TMPDIR/fedgin_poc)"
@@ -333,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("run", "submit"):
             q.add_argument("job", help="a job folder, e.g. jobs/fedgin_abdomen")
             q.add_argument("--rounds", type=int, default=None)
-            gin_flags(q)
+            _gin_flags(q)
         if name in ("run", "prepare"):
             q.add_argument("--site", action="append", required=True, metavar="NAME=SITE_CONFIG")
         if name in ("status", "download"):
@@ -346,11 +412,15 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("--out", required=True)
     p.set_defaults(func=cmd_poc)
 
+
+def _add_provision_parser(sub) -> None:
     p = sub.add_parser("provision", help="startup kits (mTLS) for a real federation, from poc/project.yml")
     p.add_argument("--out", required=True, help="folder for the kits, outside the repository")
     p.add_argument("--project", default=None, help="project.yml (default: poc/project.yml)")
     p.set_defaults(func=cmd_provision)
 
+
+def _add_admin_parser(sub) -> None:
     p = sub.add_parser("admin", help="submit, follow, download, list and abort jobs with an admin startup kit")
     admin_sub = p.add_subparsers(dest="admin_command", required=True)
     for name, helptext in (
@@ -366,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("job")
             q.add_argument("--rounds", type=int, default=None)
             q.add_argument("--min-clients", type=int, default=None)
-            gin_flags(q)
+            _gin_flags(q)
         if name in ("download", "abort"):
             q.add_argument("job_id")
         if name in ("run", "download"):
@@ -375,13 +445,17 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("--timeout", type=float, default=0, help="seconds (0: wait as long as it takes)")
     p.set_defaults(func=cmd_admin)
 
+
+def _add_build_job_parser(sub) -> None:
     p = sub.add_parser("build-job", help="pack the fedgin code into a job for submission")
     p.add_argument("job")
     p.add_argument("--out", required=True)
     p.add_argument("--rounds", type=int, default=None)
-    gin_flags(p)
+    _gin_flags(p)
     p.set_defaults(func=cmd_build_job)
 
+
+def _add_evaluate_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="Dice per organ of a model on a site's split")
     p.add_argument("--model", required=True, help="FL_global_model.pt or a state dict")
     p.add_argument("--site-config", required=True)
@@ -390,6 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="write the result as JSON here")
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_train_parser(sub) -> None:
     p = sub.add_parser("train", help="train outside FLARE on one or more sites' data pooled (local/centralized)")
     p.add_argument("job", help="job folder whose training settings are used")
     p.add_argument("--site-config", action="append", required=True)
@@ -397,14 +473,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, required=True)
     p.add_argument("--eval-site-config", action="append", default=None, help="sites scored (default: trained ones)")
     p.add_argument("--split", default="test")
-    gin_flags(p)
+    _gin_flags(p)
     p.set_defaults(func=cmd_train)
 
+
+def _add_experiment_parser(sub) -> None:
     p = sub.add_parser("experiment", help="the FedGIN study: local, centralized, FedAvg, FedGIN over seeds + report")
     p.add_argument("--task", choices=TASKS, default="abdomen")
     p.add_argument("--out", default="workspace/experiment", help="output folder; re-runs reuse finished runs")
-    p.add_argument("--site", action="append", default=None, metavar="NAME=SITE_CONFIG",
-                   help="your sites (at least one CT and one MR); default: phantoms")  # fmt: skip
+    p.add_argument(
+        "--site",
+        action="append",
+        default=None,
+        metavar="NAME=SITE_CONFIG",
+        help="your sites (at least one CT and one MR); default: phantoms",
+    )
     p.add_argument("--quick", action="store_true", help="every method and setting once, small (~10 min)")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (0..N-1; default 3, quick 1)")
     p.add_argument("--ratios", default=None, help="MRI:CT ratios 1:k as k, comma-separated (default 1,2,5)")
@@ -425,6 +508,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augmentation-ratio", type=int, default=None, help="MRI:CT 1:k of that comparison (default 2)")
     p.add_argument("--verbose", action="store_true", help="show every run's per-round lines")
     p.set_defaults(func=cmd_experiment)
+
+
+def _add_predict_parser(sub) -> None:
+    p = sub.add_parser("predict", help="segment new scans: one label map per input, on the input's own grid")
+    p.add_argument("--model", required=True, help="FL_global_model.pt (final) or best_FL_global_model.pt")
+    p.add_argument("--job", default=None, help="job folder the model comes from (found next to FLARE's model)")
+    p.add_argument("--input", required=True, help="a NIfTI file, a folder of them, a datalist or a site config")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--modality", default=None, help="CT or MR (needed unless --input is a site config)")
+    p.add_argument("--split", default="test", help="the datalist's list to segment (default: test)")
+    p.add_argument("--preview", action="store_true", help="also a PNG per file: axial slices with the mask")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: the GPU when there is one)")
+    p.set_defaults(func=cmd_predict)
+
+
+def _add_write_jobs_parser(sub) -> None:
+    p = sub.add_parser("write-jobs", help="export fedgin's jobs (fedgin.flare.job_definitions) into jobs/")
+    p.add_argument("--out", default=None, help="folder for the job folders (default: this checkout's jobs/)")
+    p.add_argument("name", nargs="*", help="jobs to write (default: all)")
+    p.set_defaults(func=cmd_write_jobs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m fedgin", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_demo_parser(sub)
+    _add_phantoms_parser(sub)
+    _add_simulate_parser(sub)
+    _add_poc_parser(sub)
+    _add_provision_parser(sub)
+    _add_admin_parser(sub)
+    _add_build_job_parser(sub)
+    _add_evaluate_parser(sub)
+    _add_train_parser(sub)
+    _add_experiment_parser(sub)
+    _add_predict_parser(sub)
+    _add_write_jobs_parser(sub)
     add_prepare_parser(sub)
     return parser
 

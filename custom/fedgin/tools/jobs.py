@@ -15,13 +15,11 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import fedgin
-from fedgin.tools.files import write_json
+from fedgin.tools.files import PACKAGE_DIR, write_json
 
 if TYPE_CHECKING:  # the CLI imports this module; torch only when a config is read
     from fedgin.seg.training import TrainConfig
 
-PACKAGE_DIR = Path(fedgin.__file__).resolve().parent
 CLIENT_CONFIG = Path("app/config/config_fed_client.json")
 SERVER_CONFIG = Path("app/config/config_fed_server.json")
 EXECUTOR_PATH = "fedgin.flare.executor.SegmentationExecutor"
@@ -48,11 +46,10 @@ def read_json(path: Path) -> dict:
 
 def executor_args(client_config: dict, path: Path | str = CLIENT_CONFIG) -> dict:
     """The args of our executor in a client config (a live reference, for editing)."""
-    for entry in client_config.get("executors", []):
-        executor = entry.get("executor", {})
-        if executor.get("path") in (EXECUTOR_PATH, FAULTY_EXECUTOR_PATH):
-            return executor.setdefault("args", {})
-    raise JobError(f"{path}: no executor with path {EXECUTOR_PATH}")
+    try:
+        return _executor_entry(client_config).setdefault("args", {})
+    except JobError:
+        raise JobError(f"{path}: no executor with path {EXECUTOR_PATH}") from None
 
 
 def build_job(
@@ -74,7 +71,7 @@ def build_job(
         out_dir: where the runnable job is written (replaced if it exists).
         num_rounds: overrides the server's ``num_rounds``.
         min_clients: overrides ``min_clients`` in meta.json and the server config.
-        executor_overrides: merged into our executor's args (e.g. ``{"gin": {"enabled": False}}``).
+        executor_overrides: merged into our executor's args (e.g. ``{"augmentation": "none"}``).
         privacy: replaces the sites' filters of ``train`` results, e.g. ``{"kind": "gaussian",
             "noise_multiplier": 1.0, "clip_norm": 1.0}`` or ``{"kind": "none"}``; the other keys
             are the filter's args (see :func:`fedgin.flare.privacy.filters.privacy_filter_config`).
@@ -95,14 +92,12 @@ def build_job(
     if out_dir.exists():
         shutil.rmtree(out_dir)
     shutil.copytree(job_dir, out_dir, ignore=_IGNORE)
-
-    server = read_json(out_dir / SERVER_CONFIG)
     meta = read_json(out_dir / "meta.json")
-    if num_rounds is not None:
-        server["num_rounds"] = int(num_rounds)
-    if min_clients is not None:
-        server["min_clients"] = int(min_clients)
-        meta["min_clients"] = int(min_clients)
+    server = read_json(out_dir / SERVER_CONFIG)
+    client = read_json(out_dir / CLIENT_CONFIG)
+    executor_args(client, out_dir / CLIENT_CONFIG)  # checks ours is there
+
+    _set_rounds_and_clients(meta, server, num_rounds, min_clients)
     if aggregator is not None:
         component = _component(server, "aggregator")
         component["path"] = AGGREGATOR_PATH
@@ -114,42 +109,62 @@ def build_job(
         if not checkpoint.is_file():
             raise JobError(f"cannot resume from {checkpoint}: no such file")
         _component(server, "persistor").setdefault("args", {})["source_ckpt_file_full_name"] = str(checkpoint)
-    write_json(out_dir / SERVER_CONFIG, server)
-    write_json(out_dir / "meta.json", meta)
-
     if executor_path:
-        client = read_json(out_dir / CLIENT_CONFIG)
-        executor_args(client, out_dir / CLIENT_CONFIG)  # checks ours is there
-        for entry in client["executors"]:
-            if entry.get("executor", {}).get("path") in (EXECUTOR_PATH, FAULTY_EXECUTOR_PATH):
-                entry["executor"]["path"] = executor_path
-        write_json(out_dir / CLIENT_CONFIG, client)
+        _executor_entry(client)["path"] = executor_path
     if executor_overrides:
-        client = read_json(out_dir / CLIENT_CONFIG)
         args = executor_args(client, out_dir / CLIENT_CONFIG)
         for key, value in executor_overrides.items():
-            if isinstance(value, dict) and isinstance(args.get(key), dict):
-                args[key] = {**args[key], **value}
-            else:
-                args[key] = value
-        write_json(out_dir / CLIENT_CONFIG, client)
-        # The sites' settings define the model; the server's initial model must follow them.
-        config = job_training_config(out_dir)
-        server_model_args(server).update(persistor_model_args(config))
-        if config.local_norm:  # the aggregator must not expect the norm weights sites keep
-            from fedgin.seg.model import norm_parameter_names
-
-            local = sorted(norm_parameter_names(config.build_model()))
-            component = _component(server, "aggregator")
-            if component.get("path") == AGGREGATOR_PATH:
-                component.setdefault("args", {})["site_local_keys"] = local
-        write_json(out_dir / SERVER_CONFIG, server)
+            args[key] = {**args[key], **value} if isinstance(value, dict) and isinstance(args.get(key), dict) else value
     if privacy is not None:
-        client = read_json(out_dir / CLIENT_CONFIG)
         set_train_result_filter(client, privacy)
-        write_json(out_dir / CLIENT_CONFIG, client)
+    _derive_server_settings(server, client)
+
+    write_json(out_dir / "meta.json", meta)
+    write_json(out_dir / SERVER_CONFIG, server)
+    write_json(out_dir / CLIENT_CONFIG, client)
     pack_code(out_dir)
     return out_dir
+
+
+def _set_rounds_and_clients(meta: dict, server: dict, num_rounds: int | None, min_clients: int | None) -> None:
+    sag = _workflow(server, "ScatterAndGather").setdefault("args", {})
+    if num_rounds is not None:
+        sag["num_rounds"] = int(num_rounds)
+    if min_clients is not None:
+        meta["min_clients"] = sag["min_clients"] = int(min_clients)
+
+
+def _derive_server_settings(server: dict, client: dict) -> None:
+    """What the server's settings follow from, set every build: the initial model is the sites'
+    model; a RobustAggregator waits for ``min_clients`` valid updates and does not expect the norm
+    weights that sites keep (``local_norm``)."""
+    from fedgin.seg.training import TrainConfig
+
+    config = TrainConfig.from_dict(_training_args(executor_args(client)))
+    server_model_args(server).update(config.model_args())
+    component = _component(server, "aggregator")
+    if component.get("path") == AGGREGATOR_PATH:
+        args = component.setdefault("args", {})
+        args["min_valid_updates"] = _workflow(server, "ScatterAndGather")["args"]["min_clients"]
+        if config.local_norm:
+            from fedgin.seg.model import norm_parameter_names
+
+            args["site_local_keys"] = sorted(norm_parameter_names(config.build_model()))
+        else:
+            args.pop("site_local_keys", None)
+
+
+def _executor_entry(client_config: dict) -> dict:
+    for entry in client_config.get("executors", []):
+        if entry.get("executor", {}).get("path") in (EXECUTOR_PATH, FAULTY_EXECUTOR_PATH):
+            return entry["executor"]
+    raise JobError(f"{CLIENT_CONFIG}: no executor with path {EXECUTOR_PATH}")
+
+
+def job_num_rounds(job: str | Path) -> int:
+    """The number of rounds a job folder runs."""
+    server = read_json(Path(job) / SERVER_CONFIG)
+    return int(_workflow(server, "ScatterAndGather")["args"]["num_rounds"])
 
 
 def pack_code(job: Path) -> Path:
@@ -208,22 +223,6 @@ def server_model_args(server_config: dict) -> dict:
     raise JobError(f"{SERVER_CONFIG}: no component with id 'persistor'")
 
 
-def persistor_model_args(config) -> dict:
-    """SegmentationUNet args matching a TrainConfig."""
-    m = config.model
-    return {
-        "num_classes": config.num_classes,
-        "spatial_dims": m.spatial_dims,
-        "channels": list(m.channels),
-        "strides": list(m.strides),
-        "num_res_units": m.num_res_units,
-        "dropout": m.dropout,
-        "init_seed": config.seed,
-        # Only when set, so jobs written before the option keep their exact model args.
-        **({"affine_norm": True} if m.affine_norm else {}),
-    }
-
-
 def client_config_path(folder: str | Path) -> Path:
     """The client config of a job folder, or of a deployed app folder (``app_server/``)."""
     folder = Path(folder)
@@ -238,10 +237,13 @@ def job_training_config(folder: str | Path):
     from fedgin.seg.training import TrainConfig
 
     path = client_config_path(folder)
-    args = dict(executor_args(read_json(path), path))
-    for name in ("train_task_name", "validate_task_name", "submit_model_task_name", "fault"):
-        args.pop(name, None)
-    return TrainConfig.from_dict(args)
+    return TrainConfig.from_dict(_training_args(executor_args(read_json(path), path)))
+
+
+def _training_args(executor_args: dict) -> dict:
+    """The executor's arguments that are training options (not task names or test faults)."""
+    skip = ("train_task_name", "validate_task_name", "submit_model_task_name", "fault")
+    return {k: v for k, v in executor_args.items() if k not in skip}
 
 
 def training_config_for(model_path: str | Path, job_dir: str | Path | None) -> TrainConfig:

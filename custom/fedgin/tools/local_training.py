@@ -55,9 +55,14 @@ def train_local(
     for path in site_configs:
         site = load_site_config(path)
         data = load_site_data(
-            site, config.organs, config.spatial_size, config.model.spatial_dims, splits=("training",),
-            background_slice_fraction=config.background_slice_fraction, seed=config.seed,
-        )  # fmt: skip
+            site,
+            config.organs,
+            config.spatial_size,
+            config.model.spatial_dims,
+            splits=("training",),
+            background_slice_fraction=config.background_slice_fraction,
+            seed=config.seed,
+        )
         name = site_label(path)
         if name in parts:
             if config.local_norm:  # each site's norm weights are kept under its name

@@ -31,16 +31,16 @@ from fedgin.seg.site_config import load_site_config, with_absolute_paths
 from fedgin.tools import admin
 from fedgin.tools.cpu_sharing import co_located_env
 from fedgin.tools.dice_table import dice_table
-from fedgin.tools.files import write_json
-from fedgin.tools.jobs import PACKAGE_DIR, job_training_config
+from fedgin.tools.files import CHECKOUT, checkout_file, write_json
+from fedgin.tools.jobs import job_training_config
 
 ADMIN = "admin@nvidia.com"
 # Site-enforced privacy: every site's local/privacy.json makes its default scope filter every
 # outgoing train result, whatever the job's own config says.
-PRIVACY_POLICY = PACKAGE_DIR.parent.parent / "poc" / "privacy.json"
+PRIVACY_POLICY = "poc/privacy.json"  # in the checkout (fedgin.tools.files.checkout_file)
 DEFAULT_WORKSPACE = Path(tempfile.gettempdir()) / "fedgin_poc"
 FLARE_START_SCRIPTS = ("start.sh", "sub_start.sh")  # a kit's scripts that start and restart a participant
-REPO_ROOT = PACKAGE_DIR.parent.parent
+REPO_ROOT = CHECKOUT
 
 
 class PocError(RuntimeError):
@@ -103,8 +103,10 @@ def prepare(
     nvflare(ws, "poc", "prepare", "-c", *sites, "--force")
     for name, path in sites.items():
         local = ws.prod / name / "local"
-        (local / SITE_CONFIG_NAME).write_text(json.dumps(with_absolute_paths(path), indent=2) + "\n")
+        write_json(local / SITE_CONFIG_NAME, with_absolute_paths(path))
     if privacy_policy is not None:
+        if privacy_policy == PRIVACY_POLICY:
+            privacy_policy = checkout_file(PRIVACY_POLICY)
         policy = Path(privacy_policy).read_text()
         json.loads(policy)  # a broken policy must fail here, not inside FLARE
         for name in [*sites, "server"]:  # the server needs the scope names

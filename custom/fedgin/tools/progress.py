@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
+
+from fedgin.tools.files import write_json
 
 
 def save_progress(records: list[dict], out_dir: Path) -> None:
@@ -15,7 +16,7 @@ def save_progress(records: list[dict], out_dir: Path) -> None:
     import matplotlib.pyplot as plt
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "progress.json").write_text(json.dumps(records, indent=2) + "\n")
+    write_json(out_dir / "progress.json", records)
     if not records:
         return
     fig, (ax_dice, ax_loss) = plt.subplots(1, 2, figsize=(10, 4))

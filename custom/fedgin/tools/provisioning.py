@@ -7,7 +7,6 @@ with ``startup/start.sh``; the project admin submits built jobs with the admin k
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -17,9 +16,10 @@ from pathlib import Path
 from fedgin.flare.executor import SITE_CONFIG_NAME
 from fedgin.seg.site_config import with_absolute_paths
 from fedgin.tools.admin import session
+from fedgin.tools.files import checkout_file, write_json
 from fedgin.tools.poc import REPO_ROOT, PocError
 
-DEFAULT_PROJECT = REPO_ROOT / "poc" / "project.yml"
+DEFAULT_PROJECT = "poc/project.yml"  # in the checkout (fedgin.tools.files.checkout_file)
 
 
 def _outside_repo(path: Path) -> Path:
@@ -32,6 +32,8 @@ def _outside_repo(path: Path) -> Path:
 def provision(out_dir: str | Path, project: str | Path = DEFAULT_PROJECT) -> Path:
     """Startup kits for every participant of ``project``; returns the folder holding one kit each."""
     out_dir = _outside_repo(out_dir)
+    if project == DEFAULT_PROJECT:
+        project = checkout_file(DEFAULT_PROJECT)
     home = out_dir / ".home"  # the nvflare CLI writes its config under HOME
     home.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "HOME": str(home)}
@@ -48,7 +50,7 @@ def provision(out_dir: str | Path, project: str | Path = DEFAULT_PROJECT) -> Pat
 def install_site_config(kit: str | Path, site_config: str | Path) -> Path:
     """Put a site config (paths made absolute) where the site's Executor reads it: ``local/``."""
     target = Path(kit) / "local" / SITE_CONFIG_NAME
-    target.write_text(json.dumps(with_absolute_paths(site_config), indent=2) + "\n")
+    write_json(target, with_absolute_paths(site_config))
     return target
 
 
@@ -58,9 +60,13 @@ def start_participant(kit: str | Path, log_file: str | Path) -> subprocess.Popen
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     with open(log_file, "w") as log:
         return subprocess.Popen(
-            ["bash", str(kit / "startup" / "start.sh")], cwd=kit, env=env, stdout=log, stderr=subprocess.STDOUT,
+            ["bash", str(kit / "startup" / "start.sh")],
+            cwd=kit,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
-        )  # fmt: skip
+        )
 
 
 def connected_clients(sess) -> list[str]:

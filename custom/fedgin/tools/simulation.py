@@ -35,7 +35,7 @@ from fedgin.seg.site_config import load_site_config, with_absolute_paths
 from fedgin.tools.cpu_sharing import co_located_env
 from fedgin.tools.dice_table import dice_table
 from fedgin.tools.files import write_json
-from fedgin.tools.jobs import build_job, job_training_config
+from fedgin.tools.jobs import build_job, job_num_rounds, job_training_config
 from fedgin.tools.progress import save_progress
 
 SIM_JOB_DIR = Path("server/simulate_job")
@@ -93,7 +93,7 @@ def install_site_configs(sim_workspace: Path, sites: Mapping[str, str | Path]) -
         shutil.rmtree(target)
     target.mkdir(parents=True)
     for name, path in sites.items():
-        (target / f"{name}.json").write_text(json.dumps(with_absolute_paths(path), indent=2) + "\n")
+        write_json(target / f"{name}.json", with_absolute_paths(path))
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -127,6 +127,28 @@ def _server_finished_normally(sim_workspace: Path) -> bool:
         time.sleep(0.05)
 
 
+def _follow(proc, log, records: list, n_sites: int, sim_workspace: Path, can_stop_early: bool, echo) -> bool:
+    """Copy the simulator's output to ``log``, collect the sites' round records and echo progress;
+    stop the simulator once every site has ended a normally finished job. Returns whether it did."""
+    start = time.time()
+    sites_ended, aborted = 0, False
+    for line in proc.stdout:
+        log.write(line)
+        record = parse_round(line)
+        if record is not None:
+            records.append(record)
+        match = _PROGRESS.search(line)
+        if echo and match:
+            echo(f"  [{time.time() - start:6.1f} s] {match.group(0).replace('[fedgin] ', '')}")
+        aborted = aborted or bool(_ABORT.search(line))
+        sites_ended += _SITE_ENDED in line
+        if _SITE_ENDED in line and sites_ended == n_sites and can_stop_early and not aborted:
+            if _server_finished_normally(sim_workspace):
+                _stop(proc)
+                return True
+    return False
+
+
 def run_simulator(
     job: Path,
     sim_workspace: Path,
@@ -144,13 +166,11 @@ def run_simulator(
     aborted job, a site that died, a swap run with fewer threads than sites) runs FLARE's own
     shutdown and exit code.
 
-    Returns the sites' per-round progress records (see :mod:`fedgin.flare.progress`).
+    Returns the sites' per-round progress records (see :mod:`fedgin.flare.round_log`).
     """
     n_threads = threads or len(site_names)
-    cmd = [
-        sys.executable, "-m", "nvflare.private.fed.app.simulator.simulator", str(job),
-        "-w", str(sim_workspace), "-c", ",".join(site_names), "-t", str(n_threads),
-    ]  # fmt: skip
+    cmd = [sys.executable, "-m", "nvflare.private.fed.app.simulator.simulator", str(job)]
+    cmd += ["-w", str(sim_workspace), "-c", ",".join(site_names), "-t", str(n_threads)]
     # Sites on this machine take turns on its cores (fedgin.flare.cpu_turns); the lock sits next to the log.
     turns_lock = Path(log_file).resolve().parent / "cpu_turns.lock"
     # FLARE's temporary files (multiprocessing's pymp-* folders among them) go to a folder of ours,
@@ -159,7 +179,7 @@ def run_simulator(
     tmp = Path(tempfile.mkdtemp(prefix="fedgin-sim-"))
     env = {**os.environ, **co_located_env(n_threads, turns_lock), "TMPDIR": str(tmp)}
     records = []
-    sites_ended, aborted, stopped_early = 0, False, False
+    stopped_early = False
     start = time.time()
     with (
         open(log_file, "w") as log,
@@ -170,22 +190,9 @@ def run_simulator(
         if watchdog:
             watchdog.start()
         try:
-            for line in proc.stdout:
-                log.write(line)
-                record = parse_round(line)
-                if record is not None:
-                    records.append(record)
-                match = _PROGRESS.search(line)
-                if echo and match:
-                    echo(f"  [{time.time() - start:6.1f} s] {match.group(0).replace('[fedgin] ', '')}")
-                aborted = aborted or bool(_ABORT.search(line))
-                sites_ended += _SITE_ENDED in line
-                if (
-                    _SITE_ENDED in line and sites_ended == len(site_names) and n_threads >= len(site_names)
-                    and not aborted and _server_finished_normally(Path(sim_workspace))
-                ):  # fmt: skip
-                    stopped_early = True
-                    _stop(proc)
+            # Stop early only when every site ran at once (no swapping) and the job ended normally.
+            can_stop_early = n_threads >= len(site_names)
+            stopped_early = _follow(proc, log, records, len(site_names), Path(sim_workspace), can_stop_early, echo)
         except BaseException:
             _stop(proc)
             raise
@@ -228,7 +235,7 @@ def simulate(
         sites: site name -> site config file.
         workspace: output folder (created; the simulator part is replaced).
         num_rounds: override the job's rounds.
-        executor_overrides: override our executor's args (e.g. ``{"gin": {"enabled": False}}``).
+        executor_overrides: override our executor's args (e.g. ``{"augmentation": "none"}``).
         threads: sites trained in parallel (default: all).
         evaluate_split: split of each site scored with the final global model (None: skip).
         echo: where progress lines go.
@@ -241,36 +248,30 @@ def simulate(
             earlier run); ``num_rounds`` then counts the rounds to add.
         start_round: the round number the run starts at (resume: the rounds already done).
     """
-    if len(sites) < 1:
-        raise ValueError("give at least one site")
-    if threads is not None and threads < len(sites) and echo:
-        # FLARE's simulator then swaps sites in and out: each restart reloads the site's data and
-        # loses its optimizer state, every round.
-        echo(f"warning: {threads} threads for {len(sites)} sites: sites reload their data every round")
-    for path in sites.values():
-        load_site_config(path)  # fail before FLARE starts, with the file's name
+    _check_sites(sites, threads, echo)
     ws = Path(workspace).resolve()
     ws.mkdir(parents=True, exist_ok=True)
     workflow = dict(workflow or {})
     if start_round is not None:
         workflow["start_round"] = int(start_round)
     if resume_from is not None:
-        if not Path(resume_from).is_file():
-            raise SimulationError(f"cannot resume: {resume_from} does not exist")
-        # The model is copied in: FLARE's results replace the old run's, perhaps in this workspace.
-        resume_copy = ws / "resume_from.pt"
-        if Path(resume_from).resolve() != resume_copy:
-            shutil.copy2(resume_from, resume_copy)
-        resume_from = resume_copy
+        resume_from = _copy_resume_model(resume_from, ws)
     job = build_job(
-        job_dir, ws / "job" / Path(job_dir).name, num_rounds, min_clients=min_clients or len(sites),
-        executor_overrides=executor_overrides, privacy=privacy, executor_path=executor_path, aggregator=aggregator,
-        workflow=workflow, resume_from=resume_from,
-    )  # fmt: skip
+        job_dir,
+        ws / "job" / Path(job_dir).name,
+        num_rounds,
+        min_clients=min_clients or len(sites),
+        executor_overrides=executor_overrides,
+        privacy=privacy,
+        executor_path=executor_path,
+        aggregator=aggregator,
+        workflow=workflow,
+        resume_from=resume_from,
+    )
     sim_ws = ws / "simulate"
     install_site_configs(sim_ws, sites)
     config = job_training_config(job)
-    rounds = json.loads((job / "app/config/config_fed_server.json").read_text())["num_rounds"]
+    rounds = job_num_rounds(job)
     if echo:
         echo(f"Running {job.name} in the FLARE simulator: {len(sites)} sites ({', '.join(sites)}), {rounds} rounds")
     start = time.time()
@@ -279,18 +280,69 @@ def simulate(
     try:
         records = run_simulator(job, sim_ws, list(sites), ws / "simulator.log", threads, echo, timeout_s)
     except SimulationError as e:
-        # An aborted job keeps the global model of its last finished round: hand it over.
-        reason = _abort_reason(ws / "simulator.log")
-        message = f"{e}" + (f"; the job was aborted: {reason}" if reason else "")
-        if not model.is_file():
-            raise SimulationError(message) from None
-        (ws / "results").mkdir(exist_ok=True)
-        shutil.copy2(model, ws / "results" / "FL_global_model.pt")
-        _copy_privacy_records(sim_ws, sites, ws / "results")
-        message += f"; the last global model saved is {ws / 'results' / 'FL_global_model.pt'}"
-        raise SimulationError(message, ws / "results" / "FL_global_model.pt") from None
-    wall = time.time() - start
+        _hand_over_after_abort(e, ws, sim_ws, sites)
+    result = _collect_results(ws, sim_ws, sites, records, wall_time_s=time.time() - start)
+    if evaluate_split:
+        _score(result, job, sites, config, evaluate_split, echo)
+    return result
 
+
+def _score(result: SimulationResult, job: Path, sites, config, split: str, echo) -> None:
+    """Dice of the final global model on each site's ``split``: ``result.dice`` and ``results/dice.*``."""
+    if echo:
+        echo(f"Scoring the final global model on each site's {split} split ...")
+    for name, path in sites.items():
+        result.dice[name] = evaluate_model(result.global_model, path, split=split, config=config)
+    results = result.workspace / "results"
+    write_json(results / "dice.json", result.dice)
+    (results / "dice.md").write_text(
+        dice_table(result.dice, title=f"Dice of the final global model ({job.name}, {split} split)")
+    )
+
+
+def _check_sites(sites: Mapping[str, str | Path], threads: int | None, echo) -> None:
+    """Fail before FLARE starts, naming the file; warn when sites would be swapped in and out."""
+    if len(sites) < 1:
+        raise ValueError("give at least one site")
+    if threads is not None and threads < len(sites) and echo:
+        # FLARE's simulator then swaps sites in and out: each restart reloads the site's data and
+        # loses its optimizer state, every round.
+        echo(f"warning: {threads} threads for {len(sites)} sites: sites reload their data every round")
+    for path in sites.values():
+        load_site_config(path)
+
+
+def _copy_resume_model(resume_from: str | Path, ws: Path) -> Path:
+    """The model to resume from, copied into the workspace: FLARE's results replace the old run's,
+    perhaps in this very workspace."""
+    if not Path(resume_from).is_file():
+        raise SimulationError(f"cannot resume: {resume_from} does not exist")
+    resume_copy = ws / "resume_from.pt"
+    if Path(resume_from).resolve() != resume_copy:
+        shutil.copy2(resume_from, resume_copy)
+    return resume_copy
+
+
+def _hand_over_after_abort(error: SimulationError, ws: Path, sim_ws: Path, sites: Mapping[str, str | Path]):
+    """Raise ``error`` with the abort's reason; an aborted job keeps the global model of its last
+    finished round, which goes to ``results/`` and is named in the error."""
+    reason = _abort_reason(ws / "simulator.log")
+    message = f"{error}" + (f"; the job was aborted: {reason}" if reason else "")
+    model = sim_ws / GLOBAL_MODEL
+    if not model.is_file():
+        raise SimulationError(message) from None
+    (ws / "results").mkdir(exist_ok=True)
+    shutil.copy2(model, ws / "results" / "FL_global_model.pt")
+    _copy_privacy_records(sim_ws, sites, ws / "results")
+    message += f"; the last global model saved is {ws / 'results' / 'FL_global_model.pt'}"
+    raise SimulationError(message, ws / "results" / "FL_global_model.pt") from None
+
+
+def _collect_results(
+    ws: Path, sim_ws: Path, sites: Mapping[str, str | Path], records: list[dict], wall_time_s: float
+) -> SimulationResult:
+    """``results/``: the global model, cross-site validation, progress plot, privacy records."""
+    model = sim_ws / GLOBAL_MODEL
     if not model.is_file():
         raise SimulationError(f"the job finished without a global model ({model}); see {ws / 'simulator.log'}")
     results = ws / "results"
@@ -300,13 +352,4 @@ def simulate(
     write_json(results / "cross_site_val.json", cross_site)
     save_progress(records, results)
     _copy_privacy_records(sim_ws, sites, results)
-    result = SimulationResult(ws, results / "FL_global_model.pt", cross_site, wall_time_s=wall)
-    if evaluate_split:
-        if echo:
-            echo(f"Scoring the final global model on each site's {evaluate_split} split ...")
-        for name, path in sites.items():
-            result.dice[name] = evaluate_model(model, path, split=evaluate_split, config=config)
-        write_json(results / "dice.json", result.dice)
-        table = dice_table(result.dice, title=f"Dice of the final global model ({job.name}, {evaluate_split} split)")
-        (results / "dice.md").write_text(table)
-    return result
+    return SimulationResult(ws, results / "FL_global_model.pt", cross_site, wall_time_s=wall_time_s)

@@ -5,8 +5,9 @@ import math
 
 import numpy as np
 import pytest
-from fedgin.flare.privacy.gaussian import GaussianPrivacy, PrivacyBudgetExceeded, clip_and_noise, update_norm
+from fedgin.flare.privacy.gaussian import GaussianPrivacy, PrivacyBudgetExceeded, clip_and_noise
 from fedgin.flare.privacy.ledger import budget_spent
+from fedgin.flare.update_norm import update_norm
 from nvflare.apis.dxo import DXO, DataKind, MetaKey, from_shareable
 from nvflare.apis.fl_constant import ReservedKey, ReturnCode
 from nvflare.apis.fl_context import FLContext

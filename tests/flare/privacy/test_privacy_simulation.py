@@ -22,9 +22,16 @@ def test_gaussian_filter_in_the_flare_simulator(tmp_path):
     # ends the job and keeps the global model of round 2.
     with pytest.raises(SimulationError, match="EARLY_TERMINATION") as stopped:
         simulate(
-            REPO / "jobs/fedgin_abdomen", sites, tmp_path / "ws", num_rounds=3, executor_overrides=TINY_TRAINING,
-            evaluate_split=None, echo=lines.append, timeout_s=300, privacy=PRIVACY,
-        )  # fmt: skip
+            REPO / "jobs/fedgin_abdomen",
+            sites,
+            tmp_path / "ws",
+            num_rounds=3,
+            executor_overrides=TINY_TRAINING,
+            evaluate_split=None,
+            echo=lines.append,
+            timeout_s=300,
+            privacy=PRIVACY,
+        )
     workspace = tmp_path / "ws"
     expected = [gaussian_epsilon(1.0, k) for k in (1, 2)]
     for site in sites:

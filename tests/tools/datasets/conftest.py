@@ -56,5 +56,9 @@ def load_site():
 def fake():
     """The volume builders above, for the tests (conftest modules are not importable by name)."""
     return SimpleNamespace(
-        grid=GRID, block=block, block_voxels=block_voxels, label_volume=label_volume, image_volume=image_volume,
-    )  # fmt: skip
+        grid=GRID,
+        block=block,
+        block_voxels=block_voxels,
+        label_volume=label_volume,
+        image_volume=image_volume,
+    )

@@ -13,9 +13,20 @@ from helpers import write_nifti
 IDS = [6, 1, 7, 10]
 DATASET_JSON = {
     "name": "AMOS",
-    "labels": {"0": "background", "1": "spleen", "2": "right kidney", "3": "left kidney", "4": "gall bladder",
-               "5": "esophagus", "6": "liver", "7": "stomach", "8": "arota", "9": "postcava", "10": "pancreas"},
-}  # fmt: skip
+    "labels": {
+        "0": "background",
+        "1": "spleen",
+        "2": "right kidney",
+        "3": "left kidney",
+        "4": "gall bladder",
+        "5": "esophagus",
+        "6": "liver",
+        "7": "stomach",
+        "8": "arota",
+        "9": "postcava",
+        "10": "pancreas",
+    },
+}
 
 
 def make_amos(root, fake, tr=(1, 3, 4, 5, 6, 507, 508, 509), va=(8, 510), ts=(2,)):

@@ -71,8 +71,9 @@ def make_chaos(root, patients=("1", "2", "5")):
         (mr / p / "T2SPIR" / "Ground").mkdir(parents=True)
         make_patient(mr / p / "T2SPIR" / "DICOM_anon", mr / p / "T2SPIR" / "Ground", "IMG-0002-", "IMG-0002-")
         (mr / p / "T1DUAL" / "Ground").mkdir(parents=True)
-        make_patient(mr / p / "T1DUAL" / "DICOM_anon" / "InPhase", mr / p / "T1DUAL" / "Ground", "IMG-0004-",
-                     "IMG-0004-")  # fmt: skip
+        make_patient(
+            mr / p / "T1DUAL" / "DICOM_anon" / "InPhase", mr / p / "T1DUAL" / "Ground", "IMG-0004-", "IMG-0004-"
+        )
     ct = root / "CHAOS_Train_Sets" / "Train_Sets" / "CT" / "1"
     (ct / "Ground").mkdir(parents=True)
     make_patient(ct / "DICOM_anon", ct / "Ground", "i", "", modality="CT")

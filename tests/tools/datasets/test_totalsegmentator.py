@@ -53,8 +53,9 @@ def test_ct_release_masks_merged_with_meta_splits(tmp_path, fake, load_site):
 
 
 def test_mri_release_heart_task_and_seeded_split_without_meta(tmp_path, fake, load_site):
-    src = make_release(tmp_path / "TotalsegmentatorMRI", fake, subjects=("s0001", "s0002"), image="mri.nii.gz",
-                       meta=False)  # fmt: skip
+    src = make_release(
+        tmp_path / "TotalsegmentatorMRI", fake, subjects=("s0001", "s0002"), image="mri.nii.gz", meta=False
+    )
     sites = ts.convert(src, tmp_path / "out", options=Options(task="heart", val=0, test=0))
     config = json.loads(sites["totalsegmentator-mr"].read_text())
     assert config["modality"] == "MR" and config["labels"] == {"heart": 22}  # total_mr id
@@ -79,9 +80,9 @@ def test_errors(tmp_path, fake):
 
 
 @pytest.mark.parametrize(
-    "modality, image, seg", [("CT", "example_ct_sm.nii.gz", "example_seg.nii.gz"),
-                             ("MR", "example_mr_sm.nii.gz", "example_seg_mr.nii.gz")],
-)  # fmt: skip
+    "modality, image, seg",
+    [("CT", "example_ct_sm.nii.gz", "example_seg.nii.gz"), ("MR", "example_mr_sm.nii.gz", "example_seg_mr.nii.gz")],
+)
 def test_real_fixtures_both_label_styles(tmp_path, fixtures_dir, load_site, modality, image, seg):
     """The real TotalSegmentator test files, as a ready multi-label file (s0000) and as per-organ masks (s0001)."""
     image_file = ts.IMAGE_FILES[modality]
@@ -93,13 +94,16 @@ def test_real_fixtures_both_label_styles(tmp_path, fixtures_dir, load_site, moda
     ref = nib.load(fixtures_dir / seg)
     seg_ids = np.asarray(ref.dataobj)
     for organ, label_id in TOTALSEG_IDS.items():
-        write_nifti(src / "s0001" / "segmentations" / f"{organ}.nii.gz", (seg_ids == label_id).astype(np.uint8),
-                    ref.affine)  # fmt: skip
+        write_nifti(
+            src / "s0001" / "segmentations" / f"{organ}.nii.gz", (seg_ids == label_id).astype(np.uint8), ref.affine
+        )
     sites = ts.convert(src, tmp_path / "out", options=Options(val=0, test=0))
     name = f"totalsegmentator-{modality.lower()}"
     datalist = json.loads((tmp_path / "out" / name / "datalist.json").read_text())
-    assert [e["label"] for e in datalist["training"]] == [str(src / "s0000" / "segmentations.nii.gz"),
-                                                          "labels/s0001.nii.gz"]  # fmt: skip
+    assert [e["label"] for e in datalist["training"]] == [
+        str(src / "s0000" / "segmentations.nii.gz"),
+        "labels/s0001.nii.gz",
+    ]
     merged = np.asarray(nib.load(tmp_path / "out" / name / "labels" / "s0001.nii.gz").dataobj)
     ours = np.isin(seg_ids, list(TOTALSEG_IDS.values()))
     assert np.array_equal(merged, np.where(ours, seg_ids, 0))  # the merge rebuilds TotalSegmentator's own ids

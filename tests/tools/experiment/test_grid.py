@@ -65,12 +65,24 @@ def test_report_gain_is_relative_as_in_the_paper():
     """The paper's "498 %": (new - old) / old; FedGIN as a share of centralized."""
 
     def result(method, seed, mri):
-        return {"setting": "mri1_ct1", "method": method, "seed": seed, "n_train_cases": {"CT": 2, "MRI": 2},
-                "dice": {"CT": {"pancreas": 0.5}, "MRI": {"pancreas": mri}},
-                "mean_dice": {"CT": 0.5, "MRI": mri}, "train_s": 1.0, "progress": []}  # fmt: skip
+        return {
+            "setting": "mri1_ct1",
+            "method": method,
+            "seed": seed,
+            "n_train_cases": {"CT": 2, "MRI": 2},
+            "dice": {"CT": {"pancreas": 0.5}, "MRI": {"pancreas": mri}},
+            "mean_dice": {"CT": 0.5, "MRI": mri},
+            "train_s": 1.0,
+            "progress": [],
+        }
 
-    results = [result("fedavg", 0, 0.07), result("fedavg", 1, 0.07), result("fedgin", 0, 0.40),
-               result("fedgin", 1, 0.44), result("centralized", 0, 0.5)]  # fmt: skip
+    results = [
+        result("fedavg", 0, 0.07),
+        result("fedavg", 1, 0.07),
+        result("fedgin", 0, 0.40),
+        result("fedgin", 1, 0.44),
+        result("centralized", 0, 0.5),
+    ]
     from fedgin.tools.experiment.report import long_rows
 
     summary = summarize(long_rows(results))

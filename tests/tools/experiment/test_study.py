@@ -29,10 +29,13 @@ def test_cli_quick_grid_is_the_quick_config():
 def test_quick_study_runs_every_method_and_writes_the_report(tmp_path):
     # The --quick grid, shrunk further for CI: same settings and methods, tiny data and model.
     config = ExperimentConfig.quick().with_overrides(
-        rounds=2, training=TINY_TRAINING, phantom_size=0.4, phantom_cases={"CT": [2, 1, 1], "MR": [2, 1, 1]},
+        rounds=2,
+        training=TINY_TRAINING,
+        phantom_size=0.4,
+        phantom_cases={"CT": [2, 1, 1], "MR": [2, 1, 1]},
         methods=("local_ct", "local_mri", "centralized", "centralized_gin", "fedavg", "fedgin"),
         augmentations=("randconv", "amplitude", "gin_ipa", "local_norm"),
-    )  # fmt: skip
+    )
     lines = []
     outcome = run_grid(config, tmp_path / "study", REPO / "jobs", echo=lines.append)
     assert outcome["failed"] == {}

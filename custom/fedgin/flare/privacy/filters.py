@@ -15,7 +15,7 @@ FILTER_PATHS = {
 }
 KINDS = (*FILTER_PATHS, "none")
 WEIGHT_DIFF_ONLY = ["WEIGHT_DIFF"]
-# The job's previous default, so "percentile" alone means what our jobs always did.
+# "percentile" alone: the settings of our jobs' PercentilePrivacy (fedgin.flare.job_definitions).
 PERCENTILE_DEFAULTS = {"percentile": 10, "gamma": 0.01}
 
 

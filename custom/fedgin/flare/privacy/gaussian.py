@@ -13,7 +13,6 @@ Add it to a job's ``task_result_filters`` for task ``train`` (see
 
 from __future__ import annotations
 
-import math
 import zlib
 
 import numpy as np
@@ -25,6 +24,7 @@ from nvflare.app_common.app_constant import AppConstants
 
 from fedgin.flare.privacy.accounting import DEFAULT_DELTA, gaussian_epsilon
 from fedgin.flare.privacy.ledger import json_epsilon, ledger_path, read_ledger, write_ledger
+from fedgin.flare.update_norm import update_norm
 
 # DXO meta keys the server sees (aggregate numbers only).
 META_EPSILON = "epsilon"
@@ -34,11 +34,6 @@ META_ROUNDS = "privacy_rounds"
 
 class PrivacyBudgetExceeded(RuntimeError):
     """Releasing this update would take the site past ``max_epsilon``."""
-
-
-def update_norm(arrays: dict[str, np.ndarray]) -> float:
-    """L2 norm of all arrays taken together (as one flat vector)."""
-    return math.sqrt(sum(float(np.sum(np.square(np.asarray(a, dtype=np.float64)))) for a in arrays.values()))
 
 
 def clip_and_noise(

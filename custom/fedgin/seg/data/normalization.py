@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from monai.transforms import MapTransform, ScaleIntensityRanged, ScaleIntensityRangePercentilesd
 
+from fedgin.seg.site_config import normalize_modality
+
 
 class CTNormalization:
     """Clip CT to a Hounsfield window (default the abdominal soft-tissue window) and scale to [0, 1]."""
@@ -48,10 +50,9 @@ SCHEMES = {"CT": CTNormalization, "MR": MRNormalization}
 
 
 def normalization_for(modality: str, overrides: dict | None = None):
-    """The normalization scheme of ``modality`` ("CT" or "MR"), with the site config's overrides."""
-    scheme = SCHEMES.get(modality.upper())
-    if scheme is None:
-        raise ValueError(f"no normalization for modality {modality!r}; expected one of {sorted(SCHEMES)}")
+    """The normalization scheme of ``modality`` ("CT" or "MR", any alias), with the site config's overrides."""
+    modality = normalize_modality(modality)
+    scheme = SCHEMES[modality]
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - set(scheme.allowed_keys))
     if unknown:

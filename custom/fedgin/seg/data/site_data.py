@@ -130,20 +130,37 @@ def _nifti_loader(keys: list[str]) -> LoadImaged:
         plugin_log.setLevel(level)
 
 
-def volume_transforms(site: SiteConfig, organs: Sequence[str]) -> Compose:
-    """Deterministic per-volume preprocessing up to (not including) resizing."""
-    keys = ["image", "label"]
-    steps: list[Callable] = [
+def _loading_steps(keys: list[str]) -> list[Callable]:
+    """Load NIfTI, channel first, check shapes and values, reorient to RAS."""
+    return [
         _nifti_loader(keys),
         EnsureChannelFirstd(keys),
         _shape_check,
         EnsureTyped("image", dtype=torch.float32, track_meta=True),
         _finite_check,
         Orientationd(keys, axcodes=CANONICAL_ORIENTATION, labels=None),
-        normalization_for(site.modality, site.normalization).transform("image"),
-        MapLabelsd("label", class_lookup(organs, site.labels)),
     ]
-    return Compose(steps)
+
+
+def volume_transforms(site: SiteConfig, organs: Sequence[str]) -> Compose:
+    """Deterministic per-volume preprocessing of an image and its label, up to (not including) resizing."""
+    return Compose(
+        [
+            *_loading_steps(["image", "label"]),
+            normalization_for(site.modality, site.normalization).transform("image"),
+            MapLabelsd("label", class_lookup(organs, site.labels)),
+        ]
+    )
+
+
+def image_transforms(modality: str, normalization: dict | None = None) -> Compose:
+    """The same preprocessing for an image alone (prediction on new scans), up to resizing."""
+    return Compose([*_loading_steps(["image"]), normalization_for(modality, normalization).transform("image")])
+
+
+def model_input_resize(spatial_size: Sequence[int], spatial_dims: int) -> Resized:
+    """Resizing an image to the model's input size (in-plane only for 2D), as training and evaluation do."""
+    return Resized("image", spatial_size=_resize_size(spatial_size, spatial_dims), mode="area")
 
 
 def _resize_size(spatial_size: Sequence[int], spatial_dims: int) -> tuple[int, ...]:
@@ -223,7 +240,7 @@ def load_site_data(
         raise DataError(f"{site.path}: 'labels' names none of the job's organs {list(organs)}")
     transform = volume_transforms(site, organs)
     size = _resize_size(spatial_size, spatial_dims)
-    resize_image = Resized("image", spatial_size=size, mode="area")
+    resize_image = model_input_resize(spatial_size, spatial_dims)
     # "nearest-exact" samples block centres like "area" does; "nearest" would shift labels by ~1/3 pixel.
     resize_label = Resized("label", spatial_size=size, mode="nearest-exact")
     rng = np.random.default_rng(seed)

@@ -37,15 +37,31 @@ logger = logging.getLogger(__name__)
 NAME = "AMOS22"
 # dataset.json's 15 foreground classes; ids are the same for CT and MRI.
 LABEL_IDS = {
-    "spleen": 1, "kidney_right": 2, "kidney_left": 3, "gallbladder": 4, "esophagus": 5, "liver": 6,
-    "stomach": 7, "aorta": 8, "inferior_vena_cava": 9, "pancreas": 10, "adrenal_gland_right": 11,
-    "adrenal_gland_left": 12, "duodenum": 13, "urinary_bladder": 14, "prostate_uterus": 15,
-}  # fmt: skip
+    "spleen": 1,
+    "kidney_right": 2,
+    "kidney_left": 3,
+    "gallbladder": 4,
+    "esophagus": 5,
+    "liver": 6,
+    "stomach": 7,
+    "aorta": 8,
+    "inferior_vena_cava": 9,
+    "pancreas": 10,
+    "adrenal_gland_right": 11,
+    "adrenal_gland_left": 12,
+    "duodenum": 13,
+    "urinary_bladder": 14,
+    "prostate_uterus": 15,
+}
 # Words dataset.json uses for our organs (it spells "gall bladder"), to catch a relabelled release.
 NAME_WORDS = {
-    "spleen": ("spleen",), "kidney_right": ("right", "kidney"), "kidney_left": ("left", "kidney"),
-    "gallbladder": ("gall",), "liver": ("liver",), "pancreas": ("pancreas",),
-}  # fmt: skip
+    "spleen": ("spleen",),
+    "kidney_right": ("right", "kidney"),
+    "kidney_left": ("left", "kidney"),
+    "gallbladder": ("gall",),
+    "liver": ("liver",),
+    "pancreas": ("pancreas",),
+}
 CT_MAX_ID = 500
 FOLDERS = {
     "training": ("imagesTr", "labelsTr"),
@@ -136,7 +152,12 @@ def convert(
         splits = {s: drop_mismatched(cases) for s, cases in splits.items()}
         name = site_name or f"amos-{mod.lower()}"
         written[name] = write_site(
-            out / name, site_name=name, modality=mod, data_root=src, splits=splits, labels=labels,
+            out / name,
+            site_name=name,
+            modality=mod,
+            data_root=src,
+            splits=splits,
+            labels=labels,
             description=f"{NAME} {mod}, {options.task}; {split_summary(splits)}",
-        )  # fmt: skip
+        )
     return written

@@ -31,10 +31,20 @@ from fedgin.tools.datasets.common import (
 
 NAME = "BTCV"
 LABEL_IDS = {
-    "spleen": 1, "kidney_right": 2, "kidney_left": 3, "gallbladder": 4, "esophagus": 5, "liver": 6, "stomach": 7,
-    "aorta": 8, "inferior_vena_cava": 9, "portal_splenic_vein": 10, "pancreas": 11, "adrenal_gland_right": 12,
+    "spleen": 1,
+    "kidney_right": 2,
+    "kidney_left": 3,
+    "gallbladder": 4,
+    "esophagus": 5,
+    "liver": 6,
+    "stomach": 7,
+    "aorta": 8,
+    "inferior_vena_cava": 9,
+    "portal_splenic_vein": 10,
+    "pancreas": 11,
+    "adrenal_gland_right": 12,
     "adrenal_gland_left": 13,
-}  # fmt: skip
+}
 DATALIST_JSON = "dataset_0.json"
 IMAGE_RE = re.compile(r"^img(\d+)\.nii(\.gz)?$")
 
@@ -130,5 +140,5 @@ def convert(
             splits=splits,
             labels=labels,
             description=f"{NAME} CT ({layout}), {options.task}; {split_summary(splits)}",
-        )  # fmt: skip
+        )
     }

@@ -240,5 +240,5 @@ def convert(
             splits=splits,
             labels=labels,
             description=f"{NAME} {what} converted from DICOM + PNG, {options.task}; {split_summary(splits)}",
-        )  # fmt: skip
+        )
     }

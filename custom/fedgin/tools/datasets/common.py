@@ -20,13 +20,20 @@ import nibabel as nib
 import numpy as np
 
 from fedgin.seg.site_config import SPLITS, load_site_config
+from fedgin.tools.files import write_json
 
 logger = logging.getLogger(__name__)
 
 ABDOMEN_ORGANS = ("liver", "spleen", "kidney_right", "kidney_left", "pancreas", "gallbladder")
 HEART_SUBSTRUCTURES = (
-    "lv_blood", "rv_blood", "la_blood", "ra_blood", "myocardium", "ascending_aorta", "pulmonary_artery",
-)  # fmt: skip
+    "lv_blood",
+    "rv_blood",
+    "la_blood",
+    "ra_blood",
+    "myocardium",
+    "ascending_aorta",
+    "pulmonary_artery",
+)
 TASKS = ("abdomen", "heart")
 CLASS_MODES = ("whole", "substructures")
 # The training pipeline rejects image/label pairs whose affines differ by more than this (site_data).
@@ -260,7 +267,7 @@ def write_site(
         "description": description,
     }
     config_path = site_dir / "site_config.json"
-    config_path.write_text(json.dumps(config, indent=2) + "\n")
+    write_json(config_path, config)
     load_site_config(config_path).cases("training")  # fails now, naming the file, rather than at training time
     return config_path
 

@@ -32,9 +32,14 @@ from fedgin.tools.datasets.common import (
 
 NAME = "MM-WHS"
 SUBSTRUCTURE_IDS = {
-    "lv_blood": [500], "rv_blood": [600], "la_blood": [420, 421], "ra_blood": [550], "myocardium": [205],
-    "ascending_aorta": [820], "pulmonary_artery": [850],
-}  # fmt: skip
+    "lv_blood": [500],
+    "rv_blood": [600],
+    "la_blood": [420, 421],
+    "ra_blood": [550],
+    "myocardium": [205],
+    "ascending_aorta": [820],
+    "pulmonary_artery": [850],
+}
 LABEL_IDS = {**SUBSTRUCTURE_IDS, "heart": sorted(i for ids in SUBSTRUCTURE_IDS.values() for i in ids)}
 FOLDERS = {"CT": "ct_train", "MR": "mr_train"}
 
@@ -98,7 +103,12 @@ def convert(
         splits = {s: drop_mismatched(c) for s, c in splits.items()}
         name = site_name or f"mmwhs-{mod.lower()}"
         written[name] = write_site(
-            out / name, site_name=name, modality=mod, data_root=src, splits=splits, labels=labels,
+            out / name,
+            site_name=name,
+            modality=mod,
+            data_root=src,
+            splits=splits,
+            labels=labels,
             description=f"{NAME} {mod}, heart ({options.classes}); {split_summary(splits)}",
-        )  # fmt: skip
+        )
     return written

@@ -52,8 +52,12 @@ LABEL_IDS = {
 }
 # Mask files are named after our organs; the v1 CT release split the heart into chambers (merged here).
 HEART_V1_PARTS = (
-    "heart_myocardium", "heart_atrium_left", "heart_ventricle_left", "heart_atrium_right", "heart_ventricle_right",
-)  # fmt: skip
+    "heart_myocardium",
+    "heart_atrium_left",
+    "heart_ventricle_left",
+    "heart_atrium_right",
+    "heart_ventricle_right",
+)
 META_SPLITS = {"train": "training", "val": "validation", "test": "test"}
 SUBJECT_RE = re.compile(r"^s\d+$")
 
@@ -179,5 +183,5 @@ def convert(
             splits=splits,
             labels=labels,
             description=f"{NAME} {modality} ({source}), {options.task}; {split_summary(splits)}",
-        )  # fmt: skip
+        )
     }

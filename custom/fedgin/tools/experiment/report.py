@@ -38,16 +38,33 @@ METHOD_LABELS = {
     "centralized_local_norm": "centralized + local norm (DSBN)",
     "fedavg_local_norm": "FedAvg + local norm (FedBN)",
 }
-FAMILY_LABELS = {"none": "none", "gin": "GIN", "randconv": "RandConv", "amplitude": "amplitude mix",
-                 "gin_ipa": "GIN-IPA", "local_norm": "domain-specific norm (DSBN / FedBN)"}  # fmt: skip
+FAMILY_LABELS = {
+    "none": "none",
+    "gin": "GIN",
+    "randconv": "RandConv",
+    "amplitude": "amplitude mix",
+    "gin_ipa": "GIN-IPA",
+    "local_norm": "domain-specific norm (DSBN / FedBN)",
+}
 # Method of each (base, family) pair in the augmentation comparison.
 FAMILY_METHODS = {
-    "centralized": {"none": "centralized", "gin": "centralized_gin", "randconv": "centralized_randconv",
-                    "amplitude": "centralized_amplitude", "gin_ipa": "centralized_gin_ipa",
-                    "local_norm": "centralized_local_norm"},
-    "FedAvg": {"none": "fedavg", "gin": "fedgin", "randconv": "fedavg_randconv", "amplitude": "fedavg_amplitude",
-               "gin_ipa": "fedavg_gin_ipa", "local_norm": "fedavg_local_norm"},
-}  # fmt: skip
+    "centralized": {
+        "none": "centralized",
+        "gin": "centralized_gin",
+        "randconv": "centralized_randconv",
+        "amplitude": "centralized_amplitude",
+        "gin_ipa": "centralized_gin_ipa",
+        "local_norm": "centralized_local_norm",
+    },
+    "FedAvg": {
+        "none": "fedavg",
+        "gin": "fedgin",
+        "randconv": "fedavg_randconv",
+        "amplitude": "fedavg_amplitude",
+        "gin_ipa": "fedavg_gin_ipa",
+        "local_norm": "fedavg_local_norm",
+    },
+}
 # (new, old, what) pairs compared as relative gain (new - old) / old, as the paper's "498 %" is.
 GAINS = (
     ("fedgin", "fedavg", "FedGIN over FedAvg"),
@@ -66,11 +83,16 @@ def long_rows(results: Sequence[Mapping]) -> list[dict]:
         for modality, organs in r["dice"].items():
             items = list(organs.items()) + [(MEAN, r["mean_dice"].get(modality))]
             for organ, value in items:
-                rows.append({
-                    "setting": r["setting"], "method": r["method"], "seed": r["seed"],
-                    "test_modality": modality, "organ": organ,
-                    "dice": None if value is None or not math.isfinite(value) else round(float(value), 6),
-                })  # fmt: skip
+                rows.append(
+                    {
+                        "setting": r["setting"],
+                        "method": r["method"],
+                        "seed": r["seed"],
+                        "test_modality": modality,
+                        "organ": organ,
+                        "dice": None if value is None or not math.isfinite(value) else round(float(value), 6),
+                    }
+                )
     return rows
 
 
@@ -271,8 +293,14 @@ def plot_setting(summary_setting: Mapping, setting: str, path: Path) -> None:
             stats = [summary_setting[method].get(modality, {}).get(o) for o in organs]
             means = [s["mean"] if s else 0.0 for s in stats]
             stds = [s["std"] if s else 0.0 for s in stats]
-            ax.bar(x + (j - (len(methods) - 1) / 2) * width, means, width, yerr=stds, capsize=2,
-                   label=METHOD_LABELS[method])  # fmt: skip
+            ax.bar(
+                x + (j - (len(methods) - 1) / 2) * width,
+                means,
+                width,
+                yerr=stds,
+                capsize=2,
+                label=METHOD_LABELS[method],
+            )
         ax.set_xticks(x, organs, rotation=30, ha="right")
         ax.set_title(f"test on {modality}")
         ax.set_ylim(0, 1)
@@ -307,9 +335,14 @@ def plot_rounds(results: Sequence[Mapping], setting: str, path: Path) -> None:
     styles = ["-", "--", ":", "-."]
     for (method, site), per_round in sorted(curves.items()):
         rounds = sorted(per_round)
-        ax.plot(rounds, [np.nanmean(per_round[k]) for k in rounds], marker=".", color=f"C{sites.index(site)}",
-                linestyle=styles[methods.index(method) % len(styles)],
-                label=f"{METHOD_LABELS.get(method, method)}, {site}")  # fmt: skip
+        ax.plot(
+            rounds,
+            [np.nanmean(per_round[k]) for k in rounds],
+            marker=".",
+            color=f"C{sites.index(site)}",
+            linestyle=styles[methods.index(method) % len(styles)],
+            label=f"{METHOD_LABELS.get(method, method)}, {site}",
+        )
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("round (global model received)")
     ax.set_ylabel("validation mean Dice")

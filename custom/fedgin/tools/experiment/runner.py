@@ -57,7 +57,6 @@ def _overrides(config: ExperimentConfig, run: Run) -> dict:
     overrides.update(
         seed=run.seed,
         local_epochs=config.local_epochs,
-        gin={**overrides.get("gin", {}), "enabled": run.gin},
         augmentation="none" if run.augmentation == "local_norm" else run.augmentation,
         local_norm=run.augmentation == "local_norm",
         partial_labels="background" if run.method.endswith("_background") else "marginal",
@@ -99,9 +98,14 @@ def _train_federated(run: Run, config: ExperimentConfig, sites: SettingSites, jo
     from fedgin.tools.simulation import simulate
 
     result = simulate(
-        _job_dir(jobs_dir, config, run), sites.train, out / "fl", num_rounds=config.rounds,
-        executor_overrides=_overrides(config, run), evaluate_split=None, echo=echo,
-    )  # fmt: skip
+        _job_dir(jobs_dir, config, run),
+        sites.train,
+        out / "fl",
+        num_rounds=config.rounds,
+        executor_overrides=_overrides(config, run),
+        evaluate_split=None,
+        echo=echo,
+    )
     progress = json.loads((result.workspace / "results" / "progress.json").read_text())
     job = out / "fl" / "job" / _job_dir(jobs_dir, config, run).name
     if run.augmentation != "local_norm":
@@ -127,9 +131,13 @@ def _train_pooled(run: Run, config: ExperimentConfig, sites: SettingSites, jobs_
     if not train_sites:
         raise ValueError(f"{run.name}: no site trains in this setting")
     train_local(
-        job, train_sites, out, epochs=config.rounds * config.local_epochs, evaluate_split=None,
+        job,
+        train_sites,
+        out,
+        epochs=config.rounds * config.local_epochs,
+        evaluate_split=None,
         echo=(lambda line: echo(line)) if echo else None,
-    )  # fmt: skip
+    )
     if run.augmentation != "local_norm":
         return out / "model.pt", job, []
     # Domain-specific norm (DSBN): each site is scored with the shared weights and its own norms.

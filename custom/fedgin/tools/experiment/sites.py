@@ -16,6 +16,7 @@ import numpy as np
 
 from fedgin.seg.site_config import load_site_config
 from fedgin.tools.experiment.grid import setting_ratio
+from fedgin.tools.files import write_json
 
 DATA_SEED = 0  # which cases a ratio keeps; fixed across training seeds so only training varies
 
@@ -84,8 +85,8 @@ def prepare_setting(
         raw["datalist"] = str((out / f"{name}_datalist.json").resolve())
         if partial and cfg.modality == "MR":
             raw["labels"] = {o: ids for o, ids in raw["labels"].items() if o not in partial_organs}
-        (out / f"{name}_datalist.json").write_text(json.dumps(datalist, indent=2) + "\n")
-        (out / f"{name}.json").write_text(json.dumps(raw, indent=2) + "\n")
+        write_json(out / f"{name}_datalist.json", datalist)
+        write_json(out / f"{name}.json", raw)
         train[name] = out / f"{name}.json"
     return SettingSites(
         train=train,

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from fedgin.seg.site_config import normalize_modality
+
 from .anatomy import ORGANS, TASKS, sample_anatomy, tissue_to_label, voxel_world_coords
 from .render import render
 
@@ -38,15 +40,6 @@ DEFAULT_GRID: dict[str, tuple[tuple[int, int, int], tuple[float, float, float], 
 }
 
 _AXIS = {"R": (0, 1.0), "L": (0, -1.0), "A": (1, 1.0), "P": (1, -1.0), "S": (2, 1.0), "I": (2, -1.0)}
-
-
-def normalize_modality(modality: str) -> str:
-    m = str(modality).upper()
-    if m in ("MR", "MRI"):
-        return "MR"
-    if m == "CT":
-        return "CT"
-    raise ValueError(f"unknown modality {modality!r}; expected 'CT' or 'MR'")
 
 
 def make_affine(shape, spacing, orientation: str = "RAS", center=(0.0, 0.0, 0.0)) -> np.ndarray:

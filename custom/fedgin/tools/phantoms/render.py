@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from fedgin.seg.site_config import normalize_modality
+
 from .anatomy import Tissue
 from .shapes import SmoothField
 
@@ -103,15 +105,13 @@ MR_BSSFP: dict[Tissue, tuple[float, float, float]] = {
 
 def tissue_table(modality: str, task: str) -> dict[Tissue, tuple[float, float, float]]:
     """The (mean, jitter, texture) table used for ``modality`` / ``task``."""
-    modality = modality.upper()
+    modality = normalize_modality(modality)
     if modality == "CT":
         table = dict(CT_HU)
         if task == "heart":
             table.update(CT_HU_HEART_OVERRIDES)
         return table
-    if modality in ("MR", "MRI"):
-        return dict(MR_BSSFP if task == "heart" else MR_T2)
-    raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
+    return dict(MR_BSSFP if task == "heart" else MR_T2)
 
 
 # ----------------------------------------------------------------------------
@@ -208,9 +208,6 @@ def render_mr(
 def render(
     tissue: np.ndarray, world: np.ndarray, modality: str, rng: np.random.Generator, *, task: str = "abdomen"
 ) -> np.ndarray:
-    modality = modality.upper()
-    if modality == "CT":
+    if normalize_modality(modality) == "CT":
         return render_ct(tissue, world, rng, task=task)
-    if modality in ("MR", "MRI"):
-        return render_mr(tissue, world, rng, task=task)
-    raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
+    return render_mr(tissue, world, rng, task=task)

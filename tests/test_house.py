@@ -1,4 +1,5 @@
-"""The package's layers: tools -> flare -> seg, never the other way, and jobs ship flare + seg only."""
+"""House rules: layers tools -> flare -> seg, jobs ship flare + seg only, the README names every module,
+no function longer than 80 lines."""
 
 import ast
 from pathlib import Path
@@ -66,3 +67,17 @@ def test_the_readme_layout_table_names_every_module():
             continue
         missing.append(str(rel))
     assert not missing, f"README layout table does not name {missing}"
+
+
+MAX_FUNCTION_LINES = 80
+
+
+def test_no_function_is_longer_than_80_lines():
+    long = []
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(PACKAGE_DIR)}:{node.lineno} {node.name} ({length} lines)")
+    assert not long, long

@@ -1,0 +1,171 @@
+"""fedgin's FLARE jobs, defined once in Python with FLARE's Job API (``FedJob``).
+
+``jobs/`` holds these jobs exported (``python -m fedgin write-jobs``; a test fails when the folders
+are stale). Four jobs, one definition: the abdominal and the whole-heart task, each with GIN
+(``fedgin_*``) and without (``fedavg_*``, the baseline). Everything derivable is derived here: the
+server's initial model is built from the sites' training options, the aggregator waits for as many
+valid updates as the job's ``min_clients``.
+
+Server: ScatterAndGather (FedAvg of weight differences, :mod:`fedgin.flare.workflow`) with our
+:class:`~fedgin.flare.aggregation.RobustAggregator` and :class:`~fedgin.flare.step_balance.StepBalancer`,
+FLARE's model persistor, model selector and cross-site evaluation. Sites: our
+:class:`~fedgin.flare.executor.SegmentationExecutor`, and FLARE's PercentilePrivacy on every
+``train`` result (weight differences only).
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from pathlib import Path
+
+from nvflare.app_common.filters.percentile_privacy import PercentilePrivacy
+from nvflare.app_common.shareablegenerators.full_model_shareable_generator import FullModelShareableGenerator
+from nvflare.app_common.widgets.intime_model_selector import IntimeModelSelector
+from nvflare.app_common.widgets.validation_json_generator import ValidationJsonGenerator
+from nvflare.app_common.workflows.cross_site_model_eval import CrossSiteModelEval
+from nvflare.app_opt.pt.file_model_locator import PTFileModelLocator
+from nvflare.app_opt.pt.file_model_persistor import PTFileModelPersistor
+from nvflare.job_config.api import FedJob
+from nvflare.job_config.defs import FilterType
+
+from fedgin.flare.aggregation import RobustAggregator
+from fedgin.flare.executor import SegmentationExecutor
+from fedgin.flare.step_balance import StepBalancer
+from fedgin.flare.workflow import ScatterAndGather
+from fedgin.seg.training import TrainConfig
+
+TASK_ORGANS = {
+    "abdomen": ["liver", "spleen", "kidney_right", "kidney_left", "pancreas", "gallbladder"],
+    "heart": ["heart"],
+}
+# The sites' training options, chosen on the real development set (README, "Results on real scans").
+TRAINING = {
+    "spatial_size": [128, 128],
+    "model": {"spatial_dims": 2, "channels": [16, 32, 64, 128], "strides": [2, 2, 2], "num_res_units": 2},
+    "local_epochs": 1,
+    "batch_size": 16,
+    "lr": 0.0005,
+    "weight_decay": 0.0001,
+    "seed": 0,
+}
+NUM_ROUNDS = 30
+MIN_CLIENTS = 2
+# Exported into jobs/: name -> (task, GIN on).
+JOBS = {
+    "fedgin_abdomen": ("abdomen", True),
+    "fedavg_abdomen": ("abdomen", False),
+    "fedgin_heart": ("heart", True),
+    "fedavg_heart": ("heart", False),
+}
+
+
+def training_options(task: str, gin: bool, overrides: dict | None = None) -> dict:
+    """The executor's arguments for a task: organs, :data:`TRAINING`, GIN on or off, then ``overrides``."""
+    if task not in TASK_ORGANS:
+        raise ValueError(f"unknown task {task!r}; choose one of {sorted(TASK_ORGANS)}")
+    options = {"organs": list(TASK_ORGANS[task]), **copy.deepcopy(TRAINING), "augmentation": "gin" if gin else "none"}
+    for key, value in (overrides or {}).items():
+        if isinstance(value, dict) and isinstance(options.get(key), dict):
+            options[key] = {**options[key], **value}
+        else:
+            options[key] = value
+    return options
+
+
+def fedgin_job(
+    name: str,
+    task: str,
+    gin: bool = True,
+    num_rounds: int = NUM_ROUNDS,
+    min_clients: int = MIN_CLIENTS,
+    training: dict | None = None,
+) -> FedJob:
+    """One fedgin job as a ``FedJob``.
+
+    Args:
+        name: the job's name.
+        task: "abdomen" or "heart" (:data:`TASK_ORGANS`).
+        gin: GIN augmentation on (FedGIN) or off (FedAvg).
+        num_rounds, min_clients: ScatterAndGather's rounds and sites per round.
+        training: training options over :data:`TRAINING` (any :class:`fedgin.seg.training.TrainConfig` key).
+    """
+    options = training_options(task, gin, training)
+    config = TrainConfig.from_dict(options)  # checks every option now, not at the sites
+    job = FedJob(name=name, min_clients=min_clients)
+
+    # Server. FLARE's default 2 s between a site's task requests would dominate a short round.
+    job.to_server({"server": {"task_request_interval": 0.1}})
+    model = _given(config.build_model(), *config.model_args())
+    job.to_server(_given(PTFileModelPersistor(model=model), "model"), id="persistor")
+    job.to_server(FullModelShareableGenerator(), id="shareable_generator")
+    aggregator = _make(
+        RobustAggregator, expected_data_kind="WEIGHT_DIFF", max_norm_ratio=10, min_valid_updates=min_clients
+    )
+    job.to_server(aggregator, id="aggregator")
+    job.to_server(_make(IntimeModelSelector, key_metric="val_mean_dice"), id="model_selector")
+    job.to_server(_make(PTFileModelLocator, pt_persistor_id="persistor"), id="model_locator")
+    job.to_server(ValidationJsonGenerator(), id="json_generator")
+    job.to_server(_make(StepBalancer, max_steps=2000), id="step_balancer")
+    workflow = _make(
+        ScatterAndGather,
+        min_clients=min_clients,
+        num_rounds=num_rounds,
+        start_round=0,
+        wait_time_after_min_received=0,
+        aggregator_id="aggregator",
+        persistor_id="persistor",
+        shareable_generator_id="shareable_generator",
+        train_task_name="train",
+        train_timeout=0,
+        task_check_period=0.01,  # notice a finished round within 10 ms (fedgin.flare.workflow)
+        memory_gc_rounds=0,
+    )
+    job.to_server(workflow, id="scatter_and_gather")
+    # Sites send their last local model for cross-site evaluation only when asked to (empty task name:
+    # the global models are scored on every site, the sites' own models are not sent).
+    evaluation = _make(
+        CrossSiteModelEval,
+        model_locator_id="model_locator",
+        submit_model_timeout=600,
+        validation_timeout=600,
+        submit_model_task_name="",
+    )
+    job.to_server(evaluation, id="cross_site_validate")
+
+    # Sites.
+    job.to_clients(SegmentationExecutor(**options), tasks=["train", "validate", "submit_model"])
+    privacy = _make(PercentilePrivacy, percentile=10, gamma=0.01, data_kinds=["WEIGHT_DIFF"])
+    job.to_clients(privacy, filter_type=FilterType.TASK_RESULT, tasks=["train"])
+    return job
+
+
+def _make(cls, **kwargs):
+    """``cls(**kwargs)``, with every argument given written into the job even where it equals the
+    default (FLARE's Job API leaves defaults out): the job file then shows what the job chose."""
+    return _given(cls(**kwargs), *kwargs)
+
+
+def _given(component, *names: str):
+    component._always_serialize_args = tuple(names)
+    return component
+
+
+def export_jobs(out_dir: str | Path, names: list[str] | None = None) -> list[Path]:
+    """Write the jobs of :data:`JOBS` (or ``names``) as job folders under ``out_dir``; returns them.
+
+    The folders hold ``meta.json`` and ``app/config`` only: the code goes in when a job is built to
+    run (``fedgin.tools.jobs.build_job``), so jobs/ never holds a stale copy of it.
+    """
+    out_dir = Path(out_dir)
+    written = []
+    for name in names or list(JOBS):
+        if name not in JOBS:
+            raise ValueError(f"unknown job {name!r}; fedgin defines {sorted(JOBS)}")
+        task, gin = JOBS[name]
+        fedgin_job(name, task, gin).export_job(str(out_dir))
+        custom = out_dir / name / "app" / "custom"
+        if custom.exists():
+            shutil.rmtree(custom)
+        written.append(out_dir / name)
+    return written

@@ -1,0 +1,69 @@
+"""Segment a new scan with a trained model, on the scan's own grid.
+
+The same preprocessing as training and evaluation (:func:`fedgin.seg.data.site_data.image_transforms`:
+load, RAS, the modality's normalization, resize to the model's input) and the same inference
+(:meth:`fedgin.seg.training.Trainer.predict_image`: logits interpolated to the RAS grid, argmax);
+then the label map is turned back from RAS into the file's own orientation, so it has the input's
+shape and affine. Its Dice against a label is what ``evaluate`` reports for the same model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import Orientation
+
+from fedgin.seg.data.site_data import image_transforms, load_case, model_input_resize
+from fedgin.seg.training import TrainConfig, Trainer
+
+
+class Segmenter:
+    """A trained model ready to segment scans of one job.
+
+    Args:
+        config: the job's training options (model, input size, organs).
+        weights: the model's state dict (numpy arrays or tensors).
+        device: "cpu", "cuda", ... (default: the GPU when there is one; mixed precision there).
+
+    Raises:
+        ValueError: when the weights do not fit the job's model (naming the keys or shapes).
+    """
+
+    def __init__(self, config: TrainConfig, weights: dict, device: str | None = None):
+        self.config = config
+        self.trainer = Trainer(config, device=device)
+        self.trainer.set_weights({k: np.asarray(v) for k, v in weights.items()})
+        self.resize = model_input_resize(config.spatial_size, config.model.spatial_dims)
+
+    @property
+    def label_names(self) -> dict[int, str]:
+        """Label value -> organ name (0 is background)."""
+        return {0: "background", **{i + 1: organ for i, organ in enumerate(self.config.organs)}}
+
+    def segment(self, image_path: str | Path, modality: str, normalization: dict | None = None) -> MetaTensor:
+        """The label map (1, H, W, D) uint8 of one scan, on the scan's own grid and orientation.
+
+        Raises:
+            fedgin.seg.data.site_data.DataError: naming the file, when it is not a readable 3D
+                NIfTI image with finite values.
+        """
+        case = load_case({"image": str(image_path)}, image_transforms(modality, normalization))
+        ras = case["image"]  # (1, H, W, D), RAS
+        model_input = self.resize({"image": ras})["image"]
+        classes = self.trainer.predict_image(model_input.as_tensor().float(), tuple(ras.shape[1:]))
+        meta = {k: v for k, v in ras.meta.items() if k != "affine"}
+        mask = MetaTensor(classes[None].to(torch.uint8), affine=ras.affine, meta=meta)
+        original = np.asarray(ras.meta.get("original_affine", ras.affine))
+        return Orientation(axcodes="".join(nib.aff2axcodes(original)), labels=None)(mask)
+
+
+def organ_volumes_ml(mask: MetaTensor, label_names: dict[int, str]) -> dict[str, float]:
+    """Volume in millilitres of every organ in a label map (voxel count x voxel volume)."""
+    affine = np.asarray(mask.affine, dtype=np.float64)
+    voxel_ml = abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
+    counts = torch.bincount(mask.as_tensor().flatten().long(), minlength=len(label_names))
+    return {name: float(counts[value]) * voxel_ml for value, name in label_names.items() if value > 0}

@@ -1,0 +1,47 @@
+"""jobs/ is generated from fedgin.flare.job_definitions with FLARE's Job API, and kept in step."""
+
+import json
+
+import pytest
+from fedgin.flare.job_definitions import JOBS, export_jobs, fedgin_job, training_options
+from fedgin.tools.cli import main
+from fedgin.tools.jobs import CLIENT_CONFIG, SERVER_CONFIG, executor_args, job_num_rounds
+from helpers import REPO
+
+
+def _tree(folder):
+    return {str(p.relative_to(folder)): p.read_text() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_jobs_folder_is_what_the_definitions_export(tmp_path):
+    assert main(["write-jobs", "--out", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(JOBS)
+    stale = [name for name in JOBS if _tree(tmp_path / name) != _tree(REPO / "jobs" / name)]
+    assert not stale, f"jobs/ is stale for {stale}: run `python -m fedgin write-jobs`"
+    assert sorted(p.name for p in (REPO / "jobs").iterdir() if p.is_dir()) == sorted(JOBS)
+
+
+def test_an_exported_job_holds_config_only_and_the_derived_settings(tmp_path):
+    (job,) = export_jobs(tmp_path, ["fedgin_heart"])
+    assert not (job / "app" / "custom").exists()  # the code goes in when a job is built
+    server = json.loads((job / SERVER_CONFIG).read_text())
+    client = json.loads((job / CLIENT_CONFIG).read_text())
+    args = executor_args(client)
+    assert args["organs"] == ["heart"] and args["augmentation"] == "gin"
+    persistor = next(c for c in server["components"] if c["id"] == "persistor")
+    assert persistor["args"]["model"]["args"]["num_classes"] == 2  # background + heart, derived
+    aggregator = next(c for c in server["components"] if c["id"] == "aggregator")
+    assert aggregator["args"]["min_valid_updates"] == json.loads((job / "meta.json").read_text())["min_clients"]
+    (privacy,) = client["task_result_filters"][0]["filters"]
+    assert privacy["args"] == {"percentile": 10, "gamma": 0.01, "data_kinds": ["WEIGHT_DIFF"]}
+    assert job_num_rounds(job) == 30
+
+
+def test_training_options_merge_and_are_checked():
+    options = training_options("abdomen", False, {"model": {"num_res_units": 1}, "lr": 1e-3})
+    assert options["model"]["channels"] == [16, 32, 64, 128] and options["model"]["num_res_units"] == 1
+    assert options["augmentation"] == "none" and options["lr"] == 1e-3
+    with pytest.raises(ValueError, match="unknown task"):
+        training_options("brain", True)
+    with pytest.raises(ValueError, match="learning_rate"):
+        fedgin_job("x", "abdomen", training={"learning_rate": 1})
