@@ -91,6 +91,10 @@ def test_fedgin_abdomen_runs_in_the_flare_simulator(tmp_path, monkeypatch):
     out = tmp_path / "eval.json"
     assert main(["evaluate", "--model", str(model), "--site-config", str(sites["site-mri"]), "--out", str(out)]) == 0
     assert json.loads(out.read_text())["dice"] == dice["site-mri"]["dice"]
+    # ... and next to the copy in results/ (the run's own settings: here the test's tiny model).
+    out = tmp_path / "eval_results.json"
+    argv = ["evaluate", "--model", str(result.global_model), "--site-config", str(sites["site-mri"]), "--out", str(out)]
+    assert main(argv) == 0 and json.loads(out.read_text())["dice"] == dice["site-mri"]["dice"]
 
     # A seed reproduces a run: the same job on the same data gives the same global model, also when
     # the sites compute at the same time instead of taking CPU turns.

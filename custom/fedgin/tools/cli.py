@@ -307,6 +307,32 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from fedgin.tools.bundle import export_bundle
+    from fedgin.tools.jobs import job_identity, training_config_for
+    from fedgin.tools.predict import model_kind
+
+    config = training_config_for(args.model, args.job)
+    name, rounds = job_identity(args.model, args.job)
+    trained_on = [m.strip() for m in args.trained_on.split(",") if m.strip()]
+    out = export_bundle(
+        args.model,
+        config,
+        args.out,
+        args.modality,
+        trained_on,
+        name,
+        rounds if args.round is None else args.round,
+        model_kind(args.model),
+    )
+    print(f"MONAI bundle in {out}; run it with:")
+    print(
+        f"  python -m monai.bundle run --config_file {out}/configs/inference.json --bundle_root {out} "
+        "--input_dir SCANS --output_dir MASKS"
+    )
+    return 0
+
+
 def cmd_write_jobs(args) -> int:
     from fedgin.flare.job_definitions import export_jobs
 
@@ -523,6 +549,17 @@ def _add_predict_parser(sub) -> None:
     p.set_defaults(func=cmd_predict)
 
 
+def _add_export_parser(sub) -> None:
+    p = sub.add_parser("export", help="a trained model as a MONAI bundle that runs without fedgin")
+    p.add_argument("--model", required=True, help="FL_global_model.pt (final) or best_FL_global_model.pt")
+    p.add_argument("--job", default=None, help="job folder the model comes from (found next to FLARE's model)")
+    p.add_argument("--out", required=True, help="the bundle's folder (replaced)")
+    p.add_argument("--modality", required=True, help="CT or MR: the scans the bundle is for (its normalization)")
+    p.add_argument("--trained-on", required=True, help="the training sites' modalities, e.g. CT,MR (no names)")
+    p.add_argument("--round", type=int, default=None, help="the FL round of the model (default: the job's rounds)")
+    p.set_defaults(func=cmd_export)
+
+
 def _add_write_jobs_parser(sub) -> None:
     p = sub.add_parser("write-jobs", help="export fedgin's jobs (fedgin.flare.job_definitions) into jobs/")
     p.add_argument("--out", default=None, help="folder for the job folders (default: this checkout's jobs/)")
@@ -544,6 +581,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(sub)
     _add_experiment_parser(sub)
     _add_predict_parser(sub)
+    _add_export_parser(sub)
     _add_write_jobs_parser(sub)
     add_prepare_parser(sub)
     return parser

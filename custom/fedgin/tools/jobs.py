@@ -255,3 +255,14 @@ def training_config_for(model_path: str | Path, job_dir: str | Path | None) -> T
         return job_training_config(folder)
     except JobError:
         raise JobError(f"cannot tell which job trained {model_path}: pass --job JOB_FOLDER") from None
+
+
+def job_identity(model_path: str | Path, job_dir: str | Path | None) -> tuple[str, int | None]:
+    """The name and number of rounds of the job that trained a model: from ``job_dir``, or from the
+    app folder FLARE saved the model in (its job folder's name; rounds from its server config)."""
+    if job_dir is not None:
+        return read_json(Path(job_dir) / "meta.json").get("name", Path(job_dir).name), job_num_rounds(job_dir)
+    app = Path(model_path).resolve().parent
+    server = app / SERVER_CONFIG.relative_to("app")
+    rounds = int(_workflow(read_json(server), "ScatterAndGather")["args"]["num_rounds"]) if server.is_file() else None
+    return app.parent.name, rounds

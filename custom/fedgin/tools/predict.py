@@ -172,32 +172,39 @@ def volume_table(result: dict) -> str:
 
 
 def save_preview(image_path: Path, mask, label_names: dict[int, str], out: Path, n_slices: int = 4) -> Path:
-    """A PNG of ``n_slices`` axial slices (those with the most foreground) with the mask overlaid."""
+    """A PNG of ``n_slices`` axial slices across the mask's extent, with the mask overlaid."""
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.patches
     import matplotlib.pyplot as plt
     import nibabel as nib
 
     image = np.asarray(nib.as_closest_canonical(nib.load(str(image_path))).dataobj, dtype=np.float32)
     labels = np.asarray(nib.as_closest_canonical(nib.Nifti1Image(mask.numpy()[0], np.asarray(mask.affine))).dataobj)
     foreground = (labels > 0).sum(axis=(0, 1))
-    order = (
-        np.argsort(-foreground, kind="stable")[:n_slices]
-        if foreground.any()
-        else np.linspace(0, labels.shape[2] - 1, n_slices).astype(int)
-    )
+    # Slices spread over the masked range (the whole volume when the mask is empty).
+    masked = np.flatnonzero(foreground) if foreground.any() else np.arange(labels.shape[2])
+    order = np.unique(masked[np.linspace(0, len(masked) - 1, n_slices + 2).round().astype(int)[1:-1]])
     lo, hi = np.percentile(image, (0.5, 99.5))
-    fig, axes = plt.subplots(1, len(order), figsize=(3 * len(order), 3.2))
+    cmap = plt.get_cmap("tab10")
+    fig, axes = plt.subplots(1, len(order), figsize=(3 * len(order), 3.4))
     for ax, z in zip(np.atleast_1d(axes), sorted(order), strict=True):
-        ax.imshow(np.rot90(image[:, :, z]), cmap="gray", vmin=lo, vmax=hi)
-        overlay = np.ma.masked_equal(np.rot90(labels[:, :, z]), 0)
-        ax.imshow(overlay, cmap="tab10", vmin=0, vmax=max(9, len(label_names)), alpha=0.45, interpolation="nearest")
+        # Radiological view: anterior up, the patient's right on the image's left.
+        ax.imshow(_radiological(image[:, :, z]), cmap="gray", vmin=lo, vmax=hi)
+        overlay = np.ma.masked_equal(_radiological(labels[:, :, z]), 0)
+        ax.imshow(overlay % 10, cmap=cmap, vmin=0, vmax=9, alpha=0.45, interpolation="nearest")
         ax.set_title(f"slice {z}", fontsize=9)
         ax.axis("off")
-    organs = ", ".join(f"{v} {n}" for v, n in label_names.items() if v > 0)
-    fig.suptitle(f"{image_path.name}: {organs}", fontsize=9)
-    fig.tight_layout()
+    handles = [matplotlib.patches.Patch(color=cmap(v % 10), label=n) for v, n in label_names.items() if v > 0]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.suptitle(f"{image_path.name} (radiological view: patient's right on the left)", fontsize=9)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(out, dpi=90)
     plt.close(fig)
     return out
+
+
+def _radiological(axial: np.ndarray) -> np.ndarray:
+    """An axial slice of a RAS array for display: rows anterior to posterior, columns right to left."""
+    return np.fliplr(np.rot90(axial))

@@ -35,7 +35,7 @@ from fedgin.seg.site_config import load_site_config, with_absolute_paths
 from fedgin.tools.cpu_sharing import co_located_env
 from fedgin.tools.dice_table import dice_table
 from fedgin.tools.files import write_json
-from fedgin.tools.jobs import build_job, job_num_rounds, job_training_config
+from fedgin.tools.jobs import CLIENT_CONFIG, build_job, job_num_rounds, job_training_config
 from fedgin.tools.progress import save_progress
 
 SIM_JOB_DIR = Path("server/simulate_job")
@@ -282,6 +282,9 @@ def simulate(
     except SimulationError as e:
         _hand_over_after_abort(e, ws, sim_ws, sites)
     result = _collect_results(ws, sim_ws, sites, records, wall_time_s=time.time() - start)
+    # The training options beside the model: evaluate, predict and export find them there.
+    (ws / "results" / "config").mkdir(exist_ok=True)
+    shutil.copy2(job / CLIENT_CONFIG, ws / "results" / "config" / CLIENT_CONFIG.name)
     if evaluate_split:
         _score(result, job, sites, config, evaluate_split, echo)
     return result

@@ -1,0 +1,118 @@
+"""``python -m fedgin export``: a MONAI bundle that MONAI runs without fedgin, giving predict's masks."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from fedgin.tools.cli import main
+from fedgin.tools.jobs import build_job, job_training_config
+from helpers import FIXTURES, REPO, TINY_TRAINING
+
+
+@pytest.fixture
+def job_and_model(tmp_path):
+    job = build_job(REPO / "jobs/fedgin_abdomen", tmp_path / "job", executor_overrides=TINY_TRAINING)
+    model = tmp_path / "FL_global_model.pt"
+    torch.save({"model": job_training_config(job).build_model().state_dict()}, model)
+    return job, model
+
+
+def _monai_bundle_run(bundle, scans, masks, tmp_path):
+    """``python -m monai.bundle run`` in a process where importing fedgin fails."""
+    blocker = tmp_path / "no_fedgin" / "fedgin"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('the bundle must not need fedgin')\n")
+    env = {**os.environ, "PYTHONPATH": str(blocker.parent), "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        str(bundle / "configs/inference.json"),
+        "--bundle_root",
+        str(bundle),
+        "--input_dir",
+        str(scans),
+        "--output_dir",
+        str(masks),
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize("modality, scan", [("MR", "example_mr_sm.nii.gz"), ("CT", "example_ct_sm.nii.gz")])
+def test_the_bundle_runs_without_fedgin_and_gives_predicts_masks(job_and_model, tmp_path, modality, scan):
+    job, model = job_and_model
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    shutil.copy(FIXTURES / scan, scans / scan)
+    bundle = tmp_path / "bundle"
+    argv = [
+        "export",
+        "--model",
+        str(model),
+        "--job",
+        str(job),
+        "--out",
+        str(bundle),
+        "--modality",
+        modality,
+        "--trained-on",
+        "CT,MR",
+    ]
+    assert main(argv) == 0
+    assert (bundle / "models/model.pt").is_file() and (bundle / "scripts/restore.py").is_file()
+    meta = json.loads((bundle / "configs/metadata.json").read_text())
+    assert meta["fedgin"]["modality"] == modality and meta["fedgin"]["trained_on_modalities"] == ["CT", "MR"]
+    assert meta["network_data_format"]["outputs"]["pred"]["channel_def"]["1"] == "liver"
+    assert meta["fedgin"]["flare_job"] == "fedgin_abdomen" and meta["fedgin"]["rounds"] == 30
+    for name in ("metadata.json", "inference.json"):  # no path of this machine (sites, data, model) inside
+        assert str(tmp_path) not in (bundle / "configs" / name).read_text()
+
+    _monai_bundle_run(bundle, scans, tmp_path / "bundle_masks", tmp_path)
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(model),
+                "--job",
+                str(job),
+                "--input",
+                str(scans),
+                "--modality",
+                modality,
+                "--out",
+                str(tmp_path / "predict_masks"),
+            ]
+        )
+        == 0
+    )
+    stem = scan.replace(".nii.gz", "")
+    ours = nib.load(tmp_path / "predict_masks" / f"{stem}_seg.nii.gz")
+    theirs = nib.load(tmp_path / "bundle_masks" / f"{stem}_seg.nii.gz")
+    image = nib.load(FIXTURES / scan)
+    assert theirs.shape == image.shape and np.allclose(theirs.affine, image.affine, atol=1e-4)
+    assert np.array_equal(np.asarray(theirs.dataobj), np.asarray(ours.dataobj))
+    assert len(np.unique(np.asarray(ours.dataobj))) > 1  # not a blank mask: the comparison means something
+
+
+def test_export_refuses_what_it_cannot_represent(job_and_model, tmp_path, capsys):
+    job, model = job_and_model
+    heart = build_job(REPO / "jobs/fedgin_heart", tmp_path / "heart", executor_overrides=TINY_TRAINING)
+    args = ["--out", str(tmp_path / "b"), "--modality", "CT", "--trained-on", "CT,MR"]
+    assert main(["export", "--model", str(model), "--job", str(heart), *args]) == 1
+    assert "does not fit this job's model" in capsys.readouterr().err
+    local = build_job(
+        REPO / "jobs/fedgin_abdomen", tmp_path / "local", executor_overrides={**TINY_TRAINING, "local_norm": True}
+    )
+    torch.save({"model": job_training_config(local).build_model().state_dict()}, tmp_path / "local.pt")
+    assert main(["export", "--model", str(tmp_path / "local.pt"), "--job", str(local), *args]) == 1
+    assert "local_norm" in capsys.readouterr().err
