@@ -29,7 +29,7 @@ def checkout_file(relative: str | Path) -> Path:
     )
 
 
-def write_json(path: str | Path, obj) -> None:
+def write_json(path: str | Path, obj, indent: int = 2) -> None:
     """``obj`` as indented JSON with a final newline; parent folders are created."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(obj, indent=2) + "\n")
+    Path(path).write_text(json.dumps(obj, indent=indent) + "\n")

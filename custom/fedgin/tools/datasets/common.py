@@ -7,7 +7,6 @@ Every converter turns a public dataset in its downloaded layout into, per site,
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -257,7 +256,7 @@ def write_site(
         for split in SPLITS
     }
     datalist_path = site_dir / "datalist.json"
-    datalist_path.write_text(json.dumps(datalist, indent=1) + "\n")
+    write_json(datalist_path, datalist, indent=1)  # long lists: one entry per line pair
     config = {
         "site_name": site_name,
         "modality": modality,
