@@ -1,5 +1,6 @@
-"""What leaves a site: every task result a site sent in a real simulator run holds only weight
-names and shapes and metric scalars — no voxel arrays, file paths, file names or case ids."""
+"""What leaves a site: every task result and every forwarded metric event a site sent in a real
+simulator run holds only weight names and shapes and metric scalars — no voxel arrays, file paths,
+file names or case ids."""
 
 import json
 import shutil
@@ -25,6 +26,9 @@ def test_a_site_sends_only_weights_and_aggregate_metrics(tmp_path):
     (train,) = [c for c in client["task_result_filters"] if c["tasks"] == ["train"]]
     train["filters"].append(capture)
     client["task_result_filters"].append({"tasks": ["validate", "submit_model"], "filters": [capture]})
+    # The metric stream: the forwarder of analytics events records what it forwards.
+    (forward,) = [c for c in client["components"] if c["id"] == "event_to_fed"]
+    forward["path"] = "fedgin.tools.testing.capture.CaptureForwardedEvents"
     (job / CLIENT).write_text(json.dumps(client))
     sites = generate_phantom_dataset("abdomen", tmp_path / "data", seed=5, size=0.5, max_cases=1)
     result = simulate(job, sites, tmp_path / "ws", num_rounds=2, executor_overrides=TINY_TRAINING, echo=None)
@@ -39,6 +43,12 @@ def test_a_site_sends_only_weights_and_aggregate_metrics(tmp_path):
         records = [json.loads(line) for line in lines]
         tasks = [r["task"] for r in records]
         assert tasks.count("train") == 2 and tasks.count("validate") >= 2, tasks  # cross-site validation too
+        events = [r for r in records if r["task"].startswith("event:")]
+        assert {r["task"] for r in events} == {"event:analytix_log_stats"} and len(events) >= 2 * 4
+        for event in events:  # one scalar under a fixed tag per event, nothing else
+            strings = {leaf["value"] for leaf in event["leaves"] if leaf["kind"] == "string"}
+            assert any(s.startswith(("val_dice/", "train/")) for s in strings), event
+            assert not [leaf for leaf in event["leaves"] if leaf["kind"] not in ("string", "number")], event
         for record in records:
             for leaf in record["leaves"]:
                 if leaf["kind"] == "array":

@@ -12,11 +12,13 @@ import time
 import pytest
 import torch
 from fedgin.flare.cpu_turns import CPU_TURNS_ENV
+from fedgin.flare.metrics import TB_FOLDER
 from fedgin.tools.admin import AdminError
 from fedgin.tools.cpu_sharing import client_thread_env
 from fedgin.tools.jobs import CLIENT_CONFIG, build_job
 from fedgin.tools.phantoms import generate_phantom_dataset
 from fedgin.tools.poc import PocError, PocWorkspace, processes, run_poc, stop
+from fedgin.tools.progress import read_tb_scalars
 from helpers import ABDOMEN, REPO, TINY_TRAINING
 
 
@@ -59,6 +61,12 @@ def test_full_poc_flow(tmp_path):
     )
     assert set(cross) == set(sites)
     assert list(summary["dice"]["site-ct"]["dice"]) == ABDOMEN
+    # The downloaded job holds the TensorBoard files the server wrote from the sites' metric events.
+    scalars = read_tb_scalars(tmp_path / "pocws/results" / summary["job_id"] / "workspace" / TB_FOLDER)
+    assert set(scalars) == set(sites)
+    for tags in scalars.values():
+        assert {"val_dice/mean", "train/loss", "train/steps"} <= set(tags)
+        assert all(set(values) == {1, 2} for values in tags.values())
     # Each site found its config in its own local/ folder; no data path reached the server or the results.
     ws = PocWorkspace.at(tmp_path / "pocws")
     for site in sites:

@@ -13,6 +13,7 @@ from fedgin.flare.cpu_turns import CPU_TURNS_ENV
 from fedgin.tools.cli import main
 from fedgin.tools.cpu_sharing import client_thread_env
 from fedgin.tools.phantoms import generate_phantom_dataset
+from fedgin.tools.progress import read_tb_scalars
 from fedgin.tools.simulation import EARLY_STOP_NOTE, simulate
 from helpers import ABDOMEN, REPO, TINY_TRAINING
 
@@ -60,8 +61,19 @@ def test_fedgin_abdomen_runs_in_the_flare_simulator(tmp_path, monkeypatch):
     ws = str(result.workspace)
     assert not [p.pid for p in psutil.process_iter(["cmdline"]) if ws in " ".join(p.info["cmdline"] or [])]
     assert not [name for name in os.listdir(temp) if name.startswith(("fedgin-sim-", "pymp-"))]
+    # Each site streamed its figures through FLARE's experiment tracking; the server wrote them as
+    # TensorBoard files (fedgin.flare.metrics), the plot comes from them, and they agree with the logs.
+    scalars = read_tb_scalars(result.workspace / "results/tb_events")
+    assert set(scalars) == set(sites)
+    for site, tags in scalars.items():
+        assert {"val_dice/mean", "val_dice/liver", "train/loss", "train/steps", "train/seconds"} <= set(tags)
+        assert all(set(values) == {1, 2} for values in tags.values()), tags
+        assert {r: int(tags["train/steps"][r]) for r in (1, 2)} == {r: steps[site, r] for r in (1, 2)}
     progress = json.loads((result.workspace / "results/progress.json").read_text())
     assert sorted((p["site"], p["round"]) for p in progress) == sorted((s, r) for s in sites for r in (1, 2))
+    for record in progress:
+        line = next(x for x in lines if f"round {record['round']}/2 {record['site']}:" in x)
+        assert f"val mean Dice {record['val_mean_dice']:.3f}" in line
     assert (result.workspace / "results/progress.png").stat().st_size > 10_000
 
     state = torch.load(result.global_model, weights_only=True)["model"]

@@ -21,16 +21,19 @@ from pathlib import Path
 
 from nvflare.app_common.filters.percentile_privacy import PercentilePrivacy
 from nvflare.app_common.shareablegenerators.full_model_shareable_generator import FullModelShareableGenerator
+from nvflare.app_common.widgets.convert_to_fed_event import ConvertToFedEvent
 from nvflare.app_common.widgets.intime_model_selector import IntimeModelSelector
 from nvflare.app_common.widgets.validation_json_generator import ValidationJsonGenerator
 from nvflare.app_common.workflows.cross_site_model_eval import CrossSiteModelEval
 from nvflare.app_opt.pt.file_model_locator import PTFileModelLocator
 from nvflare.app_opt.pt.file_model_persistor import PTFileModelPersistor
+from nvflare.app_opt.tracking.tb.tb_receiver import TBAnalyticsReceiver
 from nvflare.job_config.api import FedJob
 from nvflare.job_config.defs import FilterType
 
 from fedgin.flare.aggregation import RobustAggregator
 from fedgin.flare.executor import SegmentationExecutor
+from fedgin.flare.metrics import FED_METRICS_EVENT, METRICS_EVENT, TB_FOLDER
 from fedgin.flare.step_balance import StepBalancer
 from fedgin.flare.workflow import ScatterAndGather
 from fedgin.seg.training import TrainConfig
@@ -107,6 +110,8 @@ def fedgin_job(
     job.to_server(_make(PTFileModelLocator, pt_persistor_id="persistor"), id="model_locator")
     job.to_server(ValidationJsonGenerator(), id="json_generator")
     job.to_server(_make(StepBalancer, max_steps=2000), id="step_balancer")
+    # The sites' per-round figures (fedgin.flare.metrics) as TensorBoard files in the job's workspace.
+    job.to_server(_make(TBAnalyticsReceiver, tb_folder=TB_FOLDER, events=[FED_METRICS_EVENT]), id="tb_receiver")
     workflow = _make(
         ScatterAndGather,
         min_clients=min_clients,
@@ -137,6 +142,10 @@ def fedgin_job(
     job.to_clients(SegmentationExecutor(**options), tasks=["train", "validate", "submit_model"])
     privacy = _make(PercentilePrivacy, percentile=10, gamma=0.01, data_kinds=["WEIGHT_DIFF"])
     job.to_clients(privacy, filter_type=FilterType.TASK_RESULT, tasks=["train"])
+    # Forwards the executor's analytics events (metric scalars only) to the server.
+    job.to_clients(
+        _make(ConvertToFedEvent, events_to_convert=[METRICS_EVENT], fed_event_prefix="fed."), id="event_to_fed"
+    )
     return job
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import psutil
 
 from fedgin.flare.executor import SIMULATOR_SITE_CONFIG_DIR
+from fedgin.flare.metrics import TB_FOLDER
 from fedgin.flare.round_log import parse_round
 from fedgin.seg.evaluation import evaluate_model
 from fedgin.seg.site_config import load_site_config, with_absolute_paths
@@ -36,7 +37,7 @@ from fedgin.tools.cpu_sharing import co_located_env
 from fedgin.tools.dice_table import dice_table
 from fedgin.tools.files import write_json
 from fedgin.tools.jobs import CLIENT_CONFIG, build_job, job_num_rounds, job_training_config
-from fedgin.tools.progress import save_progress
+from fedgin.tools.progress import progress_from_scalars, read_tb_scalars, save_progress
 
 SIM_JOB_DIR = Path("server/simulate_job")
 SITE_PRIVACY_RECORD = Path("simulate_job/privacy.json")  # in each site's folder (fedgin.flare.privacy.ledger)
@@ -315,6 +316,14 @@ def _check_sites(sites: Mapping[str, str | Path], threads: int | None, echo) -> 
         load_site_config(path)
 
 
+def _copy_metrics(sim_ws: Path, results: Path) -> bool:
+    """The TensorBoard files the server wrote from the sites' metric events, into ``results/``."""
+    tb_events = sim_ws / SIM_JOB_DIR / TB_FOLDER
+    if tb_events.is_dir():
+        shutil.copytree(tb_events, results / TB_FOLDER, dirs_exist_ok=True)
+    return tb_events.is_dir()
+
+
 def _copy_resume_model(resume_from: str | Path, ws: Path) -> Path:
     """The model to resume from, copied into the workspace: FLARE's results replace the old run's,
     perhaps in this very workspace."""
@@ -337,6 +346,7 @@ def _hand_over_after_abort(error: SimulationError, ws: Path, sim_ws: Path, sites
     (ws / "results").mkdir(exist_ok=True)
     shutil.copy2(model, ws / "results" / "FL_global_model.pt")
     _copy_privacy_records(sim_ws, sites, ws / "results")
+    _copy_metrics(sim_ws, ws / "results")
     message += f"; the last global model saved is {ws / 'results' / 'FL_global_model.pt'}"
     raise SimulationError(message, ws / "results" / "FL_global_model.pt") from None
 
@@ -353,6 +363,9 @@ def _collect_results(
     shutil.copy2(model, results / "FL_global_model.pt")
     cross_site = json.loads((sim_ws / CROSS_SITE).read_text()) if (sim_ws / CROSS_SITE).is_file() else {}
     write_json(results / "cross_site_val.json", cross_site)
+    if _copy_metrics(sim_ws, results):  # the sites' metric events, as the server wrote them
+        rounds = max((r["rounds"] for r in records), default=0)
+        records = progress_from_scalars(read_tb_scalars(results / TB_FOLDER), rounds) or records
     save_progress(records, results)
     _copy_privacy_records(sim_ws, sites, results)
     return SimulationResult(ws, results / "FL_global_model.pt", cross_site, wall_time_s=wall_time_s)

@@ -9,7 +9,7 @@ from fedgin.flare.privacy.gaussian import GaussianPrivacy, PrivacyBudgetExceeded
 from fedgin.flare.privacy.ledger import budget_spent
 from fedgin.flare.update_norm import update_norm
 from nvflare.apis.dxo import DXO, DataKind, MetaKey, from_shareable
-from nvflare.apis.fl_constant import ReservedKey, ReturnCode
+from nvflare.apis.fl_constant import FLContextKey, ReservedKey, ReturnCode
 from nvflare.apis.fl_context import FLContext
 from nvflare.apis.shareable import make_reply
 from nvflare.apis.workspace import Workspace
@@ -19,15 +19,20 @@ JOB = "job-1"
 
 
 class _Engine:
-    """The one engine call the filter makes: the site's workspace (for its run folder)."""
+    """The engine calls the filter makes: the site's workspace (for its run folder), and firing the
+    analytics events of its privacy spend (recorded here)."""
 
     def __init__(self, root, site):
         for folder in ("startup", "local"):  # FLARE checks that a site workspace has them
             (root / folder).mkdir(parents=True, exist_ok=True)
         self.workspace = Workspace(root_dir=str(root), site_name=site)
+        self.events = []
 
     def get_workspace(self):
         return self.workspace
+
+    def fire_event(self, event_type, fl_ctx):
+        self.events.append((event_type, from_shareable(fl_ctx.get_prop(FLContextKey.EVENT_DATA))))
 
 
 def site_context(tmp_path, site="site-ct") -> FLContext:
@@ -139,6 +144,11 @@ def test_meta_log_and_ledger_per_round(tmp_path):
     assert [r["epsilon"] for r in ledger["rounds"]] == epsilons
     assert [r["round"] for r in ledger["rounds"]] == [1, 2, 3]
     assert ledger["rounds"][0]["update_norm"] == pytest.approx(5.0, rel=1e-5)
+    # The spend is also streamed as analytics events (step = round), one scalar each.
+    streamed = [(e, dxo.data) for e, dxo in fl_ctx.get_engine().events]
+    assert [e for e, _ in streamed] == ["analytix_log_stats"] * 6
+    epsilon_events = [d for _, d in streamed if d["track_key"] == "privacy/epsilon"]
+    assert [d["track_value"] for d in epsilon_events] == pytest.approx(epsilons)
 
 
 def test_sigma_zero_reports_no_guarantee(tmp_path):

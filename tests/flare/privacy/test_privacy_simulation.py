@@ -5,8 +5,10 @@ import re
 
 import pytest
 import torch
+from fedgin.flare.metrics import TB_FOLDER
 from fedgin.flare.privacy.accounting import gaussian_epsilon
 from fedgin.tools.phantoms import generate_phantom_dataset
+from fedgin.tools.progress import read_tb_scalars
 from fedgin.tools.simulation import SimulationError, simulate
 from helpers import REPO, TINY_TRAINING
 
@@ -50,6 +52,13 @@ def test_gaussian_filter_in_the_flare_simulator(tmp_path):
         assert [r["round"] for r in record["rounds"]] == [1, 2]
         assert f"privacy: {site} released its last update within max_epsilon 8" in site_log
         assert [r["epsilon"] for r in record["rounds"]] == pytest.approx(expected)
+        # ... and in the figures the site streams to the server (TensorBoard files, kept with the results).
+        tags = read_tb_scalars(workspace / "results" / TB_FOLDER)[site]
+        assert tags["privacy/epsilon"] == {
+            1: pytest.approx(expected[0], rel=1e-5),
+            2: pytest.approx(expected[1], rel=1e-5),
+        }
+        assert tags["privacy/delta"] == {1: pytest.approx(1e-5), 2: pytest.approx(1e-5)}
     assert any("privacy: round 2" in line for line in lines)
     # The first site asked for round 3 declines it (the server then ends the job before the other asks).
     logs = [(workspace / f"simulate/{site}/log.txt").read_text() for site in sites]

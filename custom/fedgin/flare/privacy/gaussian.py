@@ -22,6 +22,7 @@ from nvflare.apis.fl_context import FLContext
 from nvflare.apis.shareable import Shareable
 from nvflare.app_common.app_constant import AppConstants
 
+from fedgin.flare.metrics import send_scalars
 from fedgin.flare.privacy.accounting import DEFAULT_DELTA, gaussian_epsilon
 from fedgin.flare.privacy.ledger import json_epsilon, ledger_path, read_ledger, write_ledger
 from fedgin.flare.update_norm import update_norm
@@ -183,6 +184,8 @@ class GaussianPrivacy(DXOFilter):
             self.log_info(
                 fl_ctx, f"[fedgin] privacy: {site} released its last update within max_epsilon {self.max_epsilon:g}"
             )
+        # The site's privacy spend joins its streamed figures (fedgin.flare.metrics).
+        send_scalars(self, fl_ctx, {"privacy/epsilon": epsilon, "privacy/delta": self.delta}, current_round + 1)
         dxo.set_meta_prop(META_EPSILON, epsilon)
         dxo.set_meta_prop(META_DELTA, self.delta)
         dxo.set_meta_prop(META_ROUNDS, released)

@@ -1,15 +1,18 @@
-"""A result filter that records what a site sends: every leaf of every outgoing task result.
+"""Recorders of what a site sends: every leaf of every outgoing task result and forwarded event.
 
-Put it last in a site's ``task_result_filters`` for all tasks; it changes nothing and writes one
-JSON line per result to ``<site run folder>/outgoing.jsonl``: task name and, per leaf of the
-Shareable (headers, DXO data and meta), its path and either an array's dtype and shape, a number,
-or a string. Tests read it to prove that only weight names/shapes and metric scalars leave a site.
+:class:`CaptureOutgoing` goes last in a site's ``task_result_filters`` for all tasks;
+:class:`CaptureForwardedEvents` replaces the job's ``ConvertToFedEvent`` (it forwards the same
+events). Both change nothing and write one JSON line per message to ``<site run folder>/outgoing.jsonl``:
+the task (or ``event:<name>``) and, per leaf of the Shareable (headers, DXO data and meta), its path
+and either an array's dtype and shape, a number, or a string. Tests read it to prove that only
+weight names/shapes and metric scalars leave a site.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+from enum import Enum
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +20,7 @@ from nvflare.apis.filter import Filter
 from nvflare.apis.fl_constant import FLContextKey
 from nvflare.apis.fl_context import FLContext
 from nvflare.apis.shareable import Shareable
+from nvflare.app_common.widgets.convert_to_fed_event import ConvertToFedEvent
 
 CAPTURE_FILE = "outgoing.jsonl"
 _LOCK = threading.Lock()
@@ -30,6 +34,8 @@ def describe(value, path: str = "") -> list[dict]:
         return [leaf for i, v in enumerate(value) for leaf in describe(v, f"{path}[{i}]")]
     if isinstance(value, np.ndarray) or hasattr(value, "shape") and hasattr(value, "dtype"):
         return [{"path": path, "kind": "array", "shape": list(np.shape(value)), "dtype": str(value.dtype)}]
+    if isinstance(value, Enum):  # FLARE's analytics tags their DXOs with enum members
+        return [{"path": path, "kind": "string", "value": str(value.value)}]
     if value is None or isinstance(value, (bool, int, float)):
         return [{"path": path, "kind": "number", "value": value}]
     if isinstance(value, (str, bytes)):
@@ -42,12 +48,23 @@ class CaptureOutgoing(Filter):
     """Record the leaves of each outgoing result (see the module docstring); pass it on unchanged."""
 
     def process(self, shareable: Shareable, fl_ctx: FLContext) -> Shareable:
-        job_id = fl_ctx.get_job_id()
-        if fl_ctx.get_engine() is None or job_id is None:
+        if fl_ctx.get_engine() is None or fl_ctx.get_job_id() is None:
             return shareable
-        task = fl_ctx.get_prop(FLContextKey.TASK_NAME, "?")
-        record = {"task": task, "leaves": describe(dict(shareable))}
-        path = Path(fl_ctx.get_workspace().get_run_dir(job_id)) / CAPTURE_FILE
-        with _LOCK, path.open("a") as f:
-            f.write(json.dumps(record, default=str) + "\n")
+        _record(fl_ctx, fl_ctx.get_prop(FLContextKey.TASK_NAME, "?"), shareable)
         return shareable
+
+
+class CaptureForwardedEvents(ConvertToFedEvent):
+    """FLARE's ``ConvertToFedEvent`` that records each event's data before forwarding it to the server."""
+
+    def handle_event(self, event_type: str, fl_ctx: FLContext):
+        if event_type in self.events_to_convert and fl_ctx.get_engine() is not None and fl_ctx.get_job_id():
+            _record(fl_ctx, f"event:{event_type}", fl_ctx.get_prop(FLContextKey.EVENT_DATA, None) or {})
+        super().handle_event(event_type, fl_ctx)
+
+
+def _record(fl_ctx: FLContext, what: str, message) -> None:
+    record = {"task": what, "leaves": describe(dict(message))}
+    path = Path(fl_ctx.get_workspace().get_run_dir(fl_ctx.get_job_id())) / CAPTURE_FILE
+    with _LOCK, path.open("a") as f:
+        f.write(json.dumps(record, default=str) + "\n")
