@@ -97,6 +97,7 @@ def cmd_simulate(args) -> int:
         privacy=_privacy_override(args),
         min_clients=args.min_clients,
         resume_from=args.resume_from,
+        gpu=args.gpu,
         start_round=args.start_round,
     )
     _print_result(result)
@@ -403,6 +404,7 @@ def _add_simulate_parser(sub) -> None:
     p.add_argument(
         "--start-round", type=int, default=None, help="first round number when resuming (the rounds already done)"
     )
+    p.add_argument("--gpu", default=None, help="GPU ids for the sites, FLARE's -gpu (e.g. 0,1: one site per GPU)")
     _gin_flags(p)
     p.set_defaults(func=cmd_simulate)
 

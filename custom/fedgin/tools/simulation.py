@@ -158,6 +158,7 @@ def run_simulator(
     threads: int | None = None,
     echo: Callable[[str], None] | None = print,
     timeout_s: float | None = None,
+    gpu: str | None = None,
 ) -> list[dict]:
     """Run FLARE's simulator in a child process (it changes the working directory and logging).
 
@@ -167,11 +168,16 @@ def run_simulator(
     aborted job, a site that died, a swap run with fewer threads than sites) runs FLARE's own
     shutdown and exit code.
 
+    ``gpu``: FLARE's ``-gpu`` option, GPU ids for the sites (e.g. "0,1": one site per GPU).
+
     Returns the sites' per-round progress records (see :mod:`fedgin.flare.round_log`).
     """
     n_threads = threads or len(site_names)
-    cmd = [sys.executable, "-m", "nvflare.private.fed.app.simulator.simulator", str(job)]
+    # FLARE's documented CLI (`nvflare simulator`), in this Python.
+    cmd = [sys.executable, "-m", "nvflare.cli", "simulator", str(job)]
     cmd += ["-w", str(sim_workspace), "-c", ",".join(site_names), "-t", str(n_threads)]
+    if gpu:
+        cmd += ["-gpu", gpu]
     # Sites on this machine take turns on its cores (fedgin.flare.cpu_turns); the lock sits next to the log.
     turns_lock = Path(log_file).resolve().parent / "cpu_turns.lock"
     # FLARE's temporary files (multiprocessing's pymp-* folders among them) go to a folder of ours,
@@ -228,6 +234,7 @@ def simulate(
     executor_path: str | None = None,
     resume_from: str | Path | None = None,
     start_round: int | None = None,
+    gpu: str | None = None,
 ) -> SimulationResult:
     """Build ``job_dir``, run it in the simulator on ``sites`` and score the final global model.
 
@@ -248,6 +255,7 @@ def simulate(
         resume_from: a saved global model to start from (e.g. ``results/FL_global_model.pt`` of an
             earlier run); ``num_rounds`` then counts the rounds to add.
         start_round: the round number the run starts at (resume: the rounds already done).
+        gpu: GPU ids for the sites, FLARE's ``-gpu`` (e.g. "0,1"; default: FLARE's choice).
     """
     _check_sites(sites, threads, echo)
     ws = Path(workspace).resolve()
@@ -279,7 +287,7 @@ def simulate(
     model = sim_ws / GLOBAL_MODEL
     model.unlink(missing_ok=True)  # none from an earlier run in this workspace
     try:
-        records = run_simulator(job, sim_ws, list(sites), ws / "simulator.log", threads, echo, timeout_s)
+        records = run_simulator(job, sim_ws, list(sites), ws / "simulator.log", threads, echo, timeout_s, gpu)
     except SimulationError as e:
         _hand_over_after_abort(e, ws, sim_ws, sites)
     result = _collect_results(ws, sim_ws, sites, records, wall_time_s=time.time() - start)
