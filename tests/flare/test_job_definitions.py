@@ -45,3 +45,21 @@ def test_training_options_merge_and_are_checked():
         training_options("brain", True)
     with pytest.raises(ValueError, match="learning_rate"):
         fedgin_job("x", "abdomen", training={"learning_rate": 1})
+
+
+def test_every_job_declares_portable_resources_flare_accepts(tmp_path):
+    from fedgin.tools.jobs import build_job
+    from nvflare.utils.job_launcher_utils import get_resource_manager_spec, validate_portable_resource_spec
+
+    for name in JOBS:
+        meta = json.loads((REPO / "jobs" / name / "meta.json").read_text())
+        validate_portable_resource_spec(meta["resource_spec"])
+        assert set(meta["resource_spec"]["@default"]) == {"num_of_gpus", "num_of_cpus", "memory"}
+        # No GPU asked: a CPU-only site's resource manager is asked for nothing and runs the job.
+        assert get_resource_manager_spec(meta, "site-ct") == {}
+    built = build_job(REPO / "jobs/fedgin_abdomen", tmp_path / "gpu", gpus=1)
+    meta = json.loads((built / "meta.json").read_text())
+    validate_portable_resource_spec(meta["resource_spec"])
+    assert get_resource_manager_spec(meta, "site-ct") == {"num_of_gpus": 1}  # what a GPUResourceManager reserves
+    with pytest.raises(ValueError, match="gpus"):
+        build_job(REPO / "jobs/fedgin_abdomen", tmp_path / "bad", gpus=-1)

@@ -46,7 +46,12 @@ def test_provisioned_federation_runs_a_job(tmp_path, capsys):
     for site in ("site-ct-a", "site-mri-b", "site-ct-c"):
         assert (kits / site / "startup/client.key").is_file()
         # Site logs are not streamed to the server.
-        assert json.loads((kits / site / "local/resources.json.default").read_text())["allow_log_streaming"] is False
+        resources = json.loads((kits / site / "local/resources.json.default").read_text())
+        assert resources["allow_log_streaming"] is False
+        # The job's resource_spec is checked by the site's GPU resource manager (provisioning's
+        # default; no GPU on this machine): the jobs ask for none, so the federation below runs.
+        (manager,) = [c for c in resources["components"] if c["id"] == "resource_manager"]
+        assert manager["path"].endswith("GPUResourceManager") and manager["args"]["num_of_gpus"] == 0
 
     data = generate_phantom_dataset("abdomen", tmp_path / "data", seed=5, size=0.5, max_cases=1)
     install_site_config(kits / "site-ct-a", data["site-ct"])

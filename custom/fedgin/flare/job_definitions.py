@@ -53,6 +53,10 @@ TRAINING = {
     "seed": 0,
 }
 NUM_ROUNDS = 30
+# What a site's launcher reserves for the job (FLARE 2.9's portable fields, for every site): no GPU
+# is required (a site trains on its GPU when it has one; `build-job --gpus 1` makes the sites'
+# GPUResourceManager reserve one), 2 CPUs and 8 GiB, which the docker/k8s/slurm launchers enforce.
+RESOURCES = {"@default": {"num_of_gpus": 0, "num_of_cpus": 2, "memory": "8Gi"}}
 MIN_CLIENTS = 2
 # Exported into jobs/: name -> (task, GIN on).
 JOBS = {
@@ -95,7 +99,7 @@ def fedgin_job(
     """
     options = training_options(task, gin, training)
     config = TrainConfig.from_dict(options)  # checks every option now, not at the sites
-    job = FedJob(name=name, min_clients=min_clients)
+    job = FedJob(name=name, min_clients=min_clients, meta_props={"resource_spec": copy.deepcopy(RESOURCES)})
 
     # Server. FLARE's default 2 s between a site's task requests would dominate a short round.
     job.to_server({"server": {"task_request_interval": 0.1}})

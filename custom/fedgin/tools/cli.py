@@ -145,7 +145,9 @@ def cmd_demo(args) -> int:
 def cmd_build_job(args) -> int:
     from fedgin.tools.jobs import build_job
 
-    out = build_job(args.job, args.out, num_rounds=args.rounds, executor_overrides=_training_overrides(args))
+    out = build_job(
+        args.job, args.out, num_rounds=args.rounds, executor_overrides=_training_overrides(args), gpus=args.gpus
+    )
     print(f"built {out} (fedgin code packed into app/custom)")
     return 0
 
@@ -479,6 +481,7 @@ def _add_build_job_parser(sub) -> None:
     p.add_argument("job")
     p.add_argument("--out", required=True)
     p.add_argument("--rounds", type=int, default=None)
+    p.add_argument("--gpus", type=int, default=None, help="GPUs each site reserves for the job (default: 0)")
     _gin_flags(p)
     p.set_defaults(func=cmd_build_job)
 

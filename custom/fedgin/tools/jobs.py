@@ -63,6 +63,7 @@ def build_job(
     aggregator: dict | None = None,
     workflow: dict | None = None,
     resume_from: str | Path | None = None,
+    gpus: int | None = None,
 ) -> Path:
     """Copy ``job_dir`` to ``out_dir`` with our package in ``app/custom`` and optional overrides.
 
@@ -82,6 +83,8 @@ def build_job(
             ``wait_time_after_min_received``, ``start_round``, ...).
         resume_from: a saved global model (``FL_global_model.pt``) the persistor starts from
             instead of a fresh model; pair it with ``workflow={"start_round": N}``.
+        gpus: GPUs each site's resource manager reserves for the job (``resource_spec``'s portable
+            ``num_of_gpus``; the jobs ask for none).
 
     Returns:
         The path of the built job.
@@ -98,6 +101,10 @@ def build_job(
     executor_args(client, out_dir / CLIENT_CONFIG)  # checks ours is there
 
     _set_rounds_and_clients(meta, server, num_rounds, min_clients)
+    if gpus is not None:
+        if isinstance(gpus, bool) or int(gpus) != gpus or gpus < 0:
+            raise JobError(f"gpus must be a whole number >= 0, got {gpus!r}")
+        meta.setdefault("resource_spec", {}).setdefault("@default", {})["num_of_gpus"] = int(gpus)
     if aggregator is not None:
         component = _component(server, "aggregator")
         component["path"] = AGGREGATOR_PATH
