@@ -31,6 +31,7 @@ import copy
 import importlib
 import json
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -57,7 +58,7 @@ def parse_variant(text: str) -> tuple[str, dict, dict]:
     """``"name:lr=0.0005,filter=0"`` -> (name, training overrides, federation options)."""
     name, _, rest = text.partition(":")
     training, federation = {}, dict(FEDERATION_KEYS)
-    for item in filter(None, rest.split(",")):
+    for item in filter(None, re.split(r",(?![^\[]*\])", rest)):  # commas inside [...] belong to a list
         key, value = parse_assignment(item)
         if key in FEDERATION_KEYS:
             federation[key] = value
@@ -236,6 +237,7 @@ def run_variant(job: Path, sites: Sites, name: str, training: dict, federation: 
         "test": {n: {k: (None if math.isnan(v) else v) for k, v in s.items()} for n, s in test.items()},
         "seconds": time.time() - start,
         "model": trainer.get_weights(),  # the final global model (not written to results.jsonl)
+        "config": config.to_dict(),  # its training options (idem)
     }
 
 
@@ -290,6 +292,7 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--seeds", default="0", help="comma-separated seeds")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "fed_ablation"))
+    p.add_argument("--save-models", action="store_true", help="keep each run's final global model in OUT/models/")
     args = p.parse_args(argv)
     sites = Sites(dict(item.split("=", 1) for item in args.site))
     out = Path(args.out)
@@ -306,7 +309,11 @@ def main(argv=None) -> int:
                 Path(args.job), sites, name, training, federation, args.rounds, seed, lambda s: print(s, flush=True)
             )
             print(f"{name} seed {seed}: test {_fmt({n: s for n, s in result['test'].items()})}", flush=True)
-            result.pop("model")
+            model, config = result.pop("model"), result.pop("config")
+            if args.save_models:
+                (out / "models").mkdir(exist_ok=True)
+                state = {k: torch.as_tensor(v) for k, v in model.items()}
+                torch.save({"model": state, "config": config}, out / "models" / f"{name}_seed{seed}.pt")
             done.append(result)
             with log.open("a") as f:
                 f.write(json.dumps(result) + "\n")

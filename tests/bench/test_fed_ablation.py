@@ -25,6 +25,8 @@ def test_variant_parsing_splits_training_and_federation_options():
     name, training, federation = ablation.parse_variant("small:lr=0.0005,model.num_res_units=2,filter=0")
     assert name == "small"
     assert training == {"lr": 0.0005, "model": {"num_res_units": 2}}
+    _, training, _ = ablation.parse_variant("big:spatial_size=[192,192],lr=0.001")
+    assert training == {"spatial_size": [192, 192], "lr": 0.001}
     assert federation == {**ablation.FEDERATION_KEYS, "filter": 0}
     with pytest.raises(SystemExit, match="weighting"):
         ablation.parse_variant("x:weighting=sometimes")
@@ -62,7 +64,7 @@ def test_in_process_fedavg_gives_the_flare_simulators_global_model(tmp_path, mon
     )
     moved = max(float((torch.as_tensor(equal["model"][k]) - flare_state[k]).abs().max()) for k in ours)
     assert moved > 100 * max(worst, 1e-7)
-    json.dumps({k: v for k, v in result.items() if k != "model"})  # the report line is plain JSON
+    json.dumps({k: v for k, v in result.items() if k not in ("model", "config")})  # the report line is plain JSON
 
 
 def test_report_gives_the_seed_mean_and_range_and_every_runs_organs(tmp_path):
