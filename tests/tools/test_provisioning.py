@@ -7,11 +7,13 @@ import time
 from pathlib import Path
 
 import pytest
+from fedgin.flare.metrics import TB_FOLDER
 from fedgin.tools import admin
 from fedgin.tools.admin import session
 from fedgin.tools.cli import main
 from fedgin.tools.phantoms import generate_phantom_dataset
 from fedgin.tools.poc import PocError
+from fedgin.tools.progress import read_tb_scalars
 from fedgin.tools.provisioning import (
     DEFAULT_PROJECT,
     connected_clients,
@@ -83,6 +85,10 @@ def test_provisioned_federation_runs_a_job(tmp_path, capsys):
         assert any("FINISHED:COMPLETED" in line for line in lines), lines
         assert (Path(run["result"]) / "workspace/app_server/FL_global_model.pt").is_file()
         assert "site-ct-a" in run["table"] and "SRV_FL_global_model.pt" in run["table"]
+        # The sites' per-round figures came to the server as metric events; the download holds them.
+        scalars = read_tb_scalars(Path(run["result"]) / "workspace" / TB_FOLDER)
+        assert set(scalars) == {"site-ct-a", "site-mri-b"}
+        assert all(set(tags["val_dice/mean"]) == {1, 2} and "train/loss" in tags for tags in scalars.values())
         assert run["job_id"] in {j["job_id"] for j in admin.list_jobs(admin_kit)}
         assert main(["admin", "list", "--admin-kit", str(admin_kit)]) == 0
         assert run["job_id"] in capsys.readouterr().out
