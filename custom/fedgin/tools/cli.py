@@ -98,6 +98,7 @@ def cmd_simulate(args) -> int:
         min_clients=args.min_clients,
         resume_from=args.resume_from,
         gpu=args.gpu,
+        mlflow_uri=args.mlflow,
         start_round=args.start_round,
     )
     _print_result(result)
@@ -407,6 +408,7 @@ def _add_simulate_parser(sub) -> None:
         "--start-round", type=int, default=None, help="first round number when resuming (the rounds already done)"
     )
     p.add_argument("--gpu", default=None, help="GPU ids for the sites, FLARE's -gpu (e.g. 0,1: one site per GPU)")
+    p.add_argument("--mlflow", default=None, metavar="TRACKING_URI", help="also log the sites' figures to MLflow")
     _gin_flags(p)
     p.set_defaults(func=cmd_simulate)
 

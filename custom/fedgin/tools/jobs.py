@@ -64,6 +64,7 @@ def build_job(
     workflow: dict | None = None,
     resume_from: str | Path | None = None,
     gpus: int | None = None,
+    mlflow_uri: str | None = None,
 ) -> Path:
     """Copy ``job_dir`` to ``out_dir`` with our package in ``app/custom`` and optional overrides.
 
@@ -85,6 +86,10 @@ def build_job(
             instead of a fresh model; pair it with ``workflow={"start_round": N}``.
         gpus: GPUs each site's resource manager reserves for the job (``resource_spec``'s portable
             ``num_of_gpus``; the jobs ask for none).
+        mlflow_uri: also send the sites' streamed figures to MLflow (FLARE's ``MLflowReceiver`` on
+            the server, which needs the ``mlflow`` package there): a tracking URI such as
+            ``file:///path/mlruns`` or ``http://host:5000``; "" for FLARE's default, an SQLite file in
+            the job's results (needs the full ``mlflow`` package).
 
     Returns:
         The path of the built job.
@@ -125,6 +130,8 @@ def build_job(
     if privacy is not None:
         set_train_result_filter(client, privacy)
     _derive_server_settings(server, client)
+    if mlflow_uri is not None:
+        server.setdefault("components", []).append(mlflow_receiver(meta.get("name", job_dir.name), mlflow_uri))
 
     write_json(out_dir / "meta.json", meta)
     write_json(out_dir / SERVER_CONFIG, server)
@@ -273,3 +280,18 @@ def job_identity(model_path: str | Path, job_dir: str | Path | None) -> tuple[st
     server = app / SERVER_CONFIG.relative_to("app")
     rounds = int(_workflow(read_json(server), "ScatterAndGather")["args"]["num_rounds"]) if server.is_file() else None
     return app.parent.name, rounds
+
+
+def mlflow_receiver(job_name: str, tracking_uri: str) -> dict:
+    """The server component that also writes the sites' figures (fedgin.flare.metrics) to MLflow."""
+    from fedgin.flare.metrics import FED_METRICS_EVENT
+
+    return {
+        "id": "mlflow_receiver",
+        "path": "nvflare.app_opt.tracking.mlflow.mlflow_receiver.MLflowReceiver",
+        "args": {
+            "tracking_uri": tracking_uri or None,
+            "kw_args": {"experiment_name": f"fedgin {job_name}"},
+            "events": [FED_METRICS_EVENT],
+        },
+    }

@@ -235,6 +235,7 @@ def simulate(
     resume_from: str | Path | None = None,
     start_round: int | None = None,
     gpu: str | None = None,
+    mlflow_uri: str | None = None,
 ) -> SimulationResult:
     """Build ``job_dir``, run it in the simulator on ``sites`` and score the final global model.
 
@@ -256,6 +257,7 @@ def simulate(
             earlier run); ``num_rounds`` then counts the rounds to add.
         start_round: the round number the run starts at (resume: the rounds already done).
         gpu: GPU ids for the sites, FLARE's ``-gpu`` (e.g. "0,1"; default: FLARE's choice).
+        mlflow_uri: also log the sites' figures to MLflow (see :func:`fedgin.tools.jobs.build_job`).
     """
     _check_sites(sites, threads, echo)
     ws = Path(workspace).resolve()
@@ -276,6 +278,7 @@ def simulate(
         aggregator=aggregator,
         workflow=workflow,
         resume_from=resume_from,
+        mlflow_uri=mlflow_uri,
     )
     sim_ws = ws / "simulate"
     install_site_configs(sim_ws, sites)
