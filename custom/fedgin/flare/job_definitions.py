@@ -33,7 +33,7 @@ from nvflare.job_config.defs import FilterType
 
 from fedgin.flare.aggregation import RobustAggregator
 from fedgin.flare.executor import SegmentationExecutor
-from fedgin.flare.metrics import FED_METRICS_EVENT, METRICS_EVENT, TB_FOLDER
+from fedgin.flare.metrics import FED_METRICS_EVENT, METRICS_EVENT, TB_FOLDER, RoundReporter
 from fedgin.flare.step_balance import StepBalancer
 from fedgin.flare.workflow import ScatterAndGather
 from fedgin.seg.training import TrainConfig
@@ -116,6 +116,8 @@ def fedgin_job(
     job.to_server(_make(StepBalancer, max_steps=2000), id="step_balancer")
     # The sites' per-round figures (fedgin.flare.metrics) as TensorBoard files in the job's workspace.
     job.to_server(_make(TBAnalyticsReceiver, tb_folder=TB_FOLDER, events=[FED_METRICS_EVENT]), id="tb_receiver")
+    # ... and as one line per site and round in the server's log (what the simulator runner echoes).
+    job.to_server(_make(RoundReporter, num_rounds=num_rounds, events=[FED_METRICS_EVENT]), id="round_reporter")
     workflow = _make(
         ScatterAndGather,
         min_clients=min_clients,

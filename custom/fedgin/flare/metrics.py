@@ -12,14 +12,20 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from nvflare.apis.analytix import ANALYTIC_EVENT_TYPE, AnalyticsDataType
+from nvflare.apis.analytix import ANALYTIC_EVENT_TYPE, AnalyticsData, AnalyticsDataType
+from nvflare.apis.dxo import from_shareable
 from nvflare.apis.fl_component import FLComponent
 from nvflare.apis.fl_context import FLContext
+from nvflare.apis.shareable import Shareable
 from nvflare.apis.utils.analytix_utils import create_analytic_dxo, send_analytic_dxo
+from nvflare.app_common.widgets.streaming import AnalyticsReceiver
+
+from fedgin.flare.round_log import format_round
 
 METRICS_EVENT = ANALYTIC_EVENT_TYPE
 FED_METRICS_EVENT = f"fed.{ANALYTIC_EVENT_TYPE}"
 TB_FOLDER = "tb_events"
+REPORT_PREFIX = "[fedgin] metrics: "
 
 
 def round_scalars(validation: Mapping[str, float], loss: float, steps: int, seconds: float) -> dict[str, float]:
@@ -44,3 +50,45 @@ def send_scalars(component: FLComponent, fl_ctx: FLContext, scalars: Mapping[str
         send_analytic_dxo(component, dxo, fl_ctx, event_type=METRICS_EVENT)
         sent += 1
     return sent
+
+
+class RoundReporter(AnalyticsReceiver):
+    """Server side: one log line per site and round, from the figures the sites streamed.
+
+    ``[fedgin] metrics: round 3/20 site-ct: global model val mean Dice 0.210, local loss 0.8861 over
+    30 steps (5.5 s)``: the line a person watches in the server's log (and the simulator runner
+    echoes), from the events alone; a site's own log keeps its own line. Events may arrive in any
+    order: a round's line is written once its four figures are in (at the end of the run for a
+    round that lacks one, e.g. a NaN Dice that was never sent).
+    """
+
+    LINE_FIGURES = ("val_dice/mean", "train/loss", "train/steps", "train/seconds")
+
+    def __init__(self, num_rounds: int = 0, events: list[str] | None = None):
+        super().__init__(events=events or [FED_METRICS_EVENT])
+        self.num_rounds = int(num_rounds)  # the job's rounds, for "round 3/20" (set by the job build)
+        self._rounds: dict[tuple[str, int], dict[str, float]] = {}
+
+    def initialize(self, fl_ctx: FLContext):
+        self._rounds.clear()
+
+    def save(self, fl_ctx: FLContext, shareable: Shareable, record_origin: str):
+        data = AnalyticsData.from_dxo(from_shareable(shareable))
+        key = (record_origin, int(data.step or 0))
+        figures = self._rounds.setdefault(key, {})
+        figures[data.tag] = float(data.value)
+        if all(tag in figures for tag in self.LINE_FIGURES):
+            self._report(fl_ctx, key)
+
+    def finalize(self, fl_ctx: FLContext):
+        for key in sorted(self._rounds):
+            self._report(fl_ctx, key)
+
+    def _report(self, fl_ctx: FLContext, key: tuple[str, int]) -> None:
+        site, step = key
+        figures = self._rounds.pop(key)
+        loss, steps = figures.get("train/loss", math.nan), int(figures.get("train/steps", 0))
+        line = format_round(step, self.num_rounds, site, figures.get("val_dice/mean", math.nan), loss, steps)
+        self.log_info(
+            fl_ctx, f"{REPORT_PREFIX}{line} ({figures.get('train/seconds', math.nan):.1f} s)", fire_event=False
+        )

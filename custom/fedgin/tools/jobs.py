@@ -25,6 +25,7 @@ SERVER_CONFIG = Path("app/config/config_fed_server.json")
 EXECUTOR_PATH = "fedgin.flare.executor.SegmentationExecutor"
 FAULTY_EXECUTOR_PATH = "fedgin.tools.testing.faulty.FaultyExecutor"  # tests only: misbehaves on chosen sites
 AGGREGATOR_PATH = "fedgin.flare.aggregation.RobustAggregator"
+ROUND_REPORTER_PATH = "fedgin.flare.metrics.RoundReporter"
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
 # What runs inside FLARE: the package's root module, its FLARE components and the ML core.
 SHIPPED = ("__init__.py", "flare", "seg")
@@ -86,10 +87,8 @@ def build_job(
             instead of a fresh model; pair it with ``workflow={"start_round": N}``.
         gpus: GPUs each site's resource manager reserves for the job (``resource_spec``'s portable
             ``num_of_gpus``; the jobs ask for none).
-        mlflow_uri: also send the sites' streamed figures to MLflow (FLARE's ``MLflowReceiver`` on
-            the server, which needs the ``mlflow`` package there): a tracking URI such as
-            ``file:///path/mlruns`` or ``http://host:5000``; "" for FLARE's default, an SQLite file in
-            the job's results (needs the full ``mlflow`` package).
+        mlflow_uri: also send the sites' figures to MLflow, at this tracking URI (see
+            :func:`mlflow_receiver`).
 
     Returns:
         The path of the built job.
@@ -107,9 +106,7 @@ def build_job(
 
     _set_rounds_and_clients(meta, server, num_rounds, min_clients)
     if gpus is not None:
-        if isinstance(gpus, bool) or int(gpus) != gpus or gpus < 0:
-            raise JobError(f"gpus must be a whole number >= 0, got {gpus!r}")
-        meta.setdefault("resource_spec", {}).setdefault("@default", {})["num_of_gpus"] = int(gpus)
+        _set_gpus(meta, gpus)
     if aggregator is not None:
         component = _component(server, "aggregator")
         component["path"] = AGGREGATOR_PATH
@@ -117,10 +114,7 @@ def build_job(
     if workflow:
         _workflow(server, "ScatterAndGather").setdefault("args", {}).update(workflow)
     if resume_from is not None:
-        checkpoint = Path(resume_from).resolve()
-        if not checkpoint.is_file():
-            raise JobError(f"cannot resume from {checkpoint}: no such file")
-        _component(server, "persistor").setdefault("args", {})["source_ckpt_file_full_name"] = str(checkpoint)
+        _resume_from(server, resume_from)
     if executor_path:
         _executor_entry(client)["path"] = executor_path
     if executor_overrides:
@@ -140,6 +134,19 @@ def build_job(
     return out_dir
 
 
+def _set_gpus(meta: dict, gpus: int) -> None:
+    if isinstance(gpus, bool) or int(gpus) != gpus or gpus < 0:
+        raise JobError(f"gpus must be a whole number >= 0, got {gpus!r}")
+    meta.setdefault("resource_spec", {}).setdefault("@default", {})["num_of_gpus"] = int(gpus)
+
+
+def _resume_from(server: dict, model: str | Path) -> None:
+    checkpoint = Path(model).resolve()
+    if not checkpoint.is_file():
+        raise JobError(f"cannot resume from {checkpoint}: no such file")
+    _component(server, "persistor").setdefault("args", {})["source_ckpt_file_full_name"] = str(checkpoint)
+
+
 def _set_rounds_and_clients(meta: dict, server: dict, num_rounds: int | None, min_clients: int | None) -> None:
     sag = _workflow(server, "ScatterAndGather").setdefault("args", {})
     if num_rounds is not None:
@@ -151,11 +158,14 @@ def _set_rounds_and_clients(meta: dict, server: dict, num_rounds: int | None, mi
 def _derive_server_settings(server: dict, client: dict) -> None:
     """What the server's settings follow from, set every build: the initial model is the sites'
     model; a RobustAggregator waits for ``min_clients`` valid updates and does not expect the norm
-    weights that sites keep (``local_norm``)."""
+    weights that sites keep (``local_norm``); the round reporter counts the job's rounds."""
     from fedgin.seg.training import TrainConfig
 
     config = TrainConfig.from_dict(_training_args(executor_args(client)))
     server_model_args(server).update(config.model_args())
+    for component in server.get("components", []):  # round lines say "round r/N" with the job's N
+        if component.get("path") == ROUND_REPORTER_PATH:
+            component.setdefault("args", {})["num_rounds"] = _workflow(server, "ScatterAndGather")["args"]["num_rounds"]
     component = _component(server, "aggregator")
     if component.get("path") == AGGREGATOR_PATH:
         args = component.setdefault("args", {})
@@ -283,7 +293,10 @@ def job_identity(model_path: str | Path, job_dir: str | Path | None) -> tuple[st
 
 
 def mlflow_receiver(job_name: str, tracking_uri: str) -> dict:
-    """The server component that also writes the sites' figures (fedgin.flare.metrics) to MLflow."""
+    """The server component that also writes the sites' figures (fedgin.flare.metrics) to MLflow:
+    FLARE's ``MLflowReceiver``, which needs the ``mlflow`` package on the server. ``tracking_uri``:
+    ``http://host:5000``, ``sqlite:///path/mlflow.db`` or ``file:///path/mlruns``; "" for FLARE's
+    default (an SQLite file in the job's results; the full ``mlflow`` package)."""
     from fedgin.flare.metrics import FED_METRICS_EVENT
 
     return {

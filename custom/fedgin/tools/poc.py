@@ -25,6 +25,7 @@ from pathlib import Path
 import psutil
 
 from fedgin.flare.executor import SITE_CONFIG_NAME
+from fedgin.flare.metrics import REPORT_PREFIX
 from fedgin.flare.round_log import parse_round
 from fedgin.seg.evaluation import evaluate_model
 from fedgin.seg.site_config import load_site_config, with_absolute_paths
@@ -176,16 +177,16 @@ def status(ws: PocWorkspace, job_id: str) -> dict:
 
 
 def follow(ws: PocWorkspace, job_id: str, echo: Callable[[str], None] | None = print, timeout: float = 0) -> dict:
-    """Wait for the job to end, echoing status changes and the sites' round lines (their logs are
-    on this machine in POC mode); returns the job's meta."""
+    """Wait for the job to end, echoing status changes and the sites' round lines as the server logs
+    them from the sites' metric events (fedgin.flare.metrics.RoundReporter); returns the job's meta."""
     seen: dict[Path, int] = {}
     start_time = time.time()
 
     def tail_site_logs():
-        for log in sorted(ws.prod.glob(f"*/{job_id}/log.txt")):
+        for log in sorted(ws.prod.glob(f"server/{job_id}/log.txt")):
             lines = log.read_text(errors="replace").splitlines()
             for line in lines[seen.get(log, 0) :]:
-                r = parse_round(line)
+                r = parse_round(line) if REPORT_PREFIX in line else None
                 if r and echo:
                     echo(
                         f"  [{time.time() - start_time:6.1f} s] round {r['round']}/{r['rounds']} {r['site']}: "

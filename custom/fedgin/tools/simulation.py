@@ -29,14 +29,21 @@ from pathlib import Path
 import psutil
 
 from fedgin.flare.executor import SIMULATOR_SITE_CONFIG_DIR
-from fedgin.flare.metrics import TB_FOLDER
+from fedgin.flare.metrics import REPORT_PREFIX, TB_FOLDER
 from fedgin.flare.round_log import parse_round
 from fedgin.seg.evaluation import evaluate_model
 from fedgin.seg.site_config import load_site_config, with_absolute_paths
 from fedgin.tools.cpu_sharing import co_located_env
 from fedgin.tools.dice_table import dice_table
 from fedgin.tools.files import write_json
-from fedgin.tools.jobs import CLIENT_CONFIG, build_job, job_num_rounds, job_training_config
+from fedgin.tools.jobs import (
+    CLIENT_CONFIG,
+    ROUND_REPORTER_PATH,
+    SERVER_CONFIG,
+    build_job,
+    job_num_rounds,
+    job_training_config,
+)
 from fedgin.tools.progress import progress_from_scalars, read_tb_scalars, save_progress
 
 SIM_JOB_DIR = Path("server/simulate_job")
@@ -128,19 +135,26 @@ def _server_finished_normally(sim_workspace: Path) -> bool:
         time.sleep(0.05)
 
 
-def _follow(proc, log, records: list, n_sites: int, sim_workspace: Path, can_stop_early: bool, echo) -> bool:
+def _follow(proc, log, records: list, n_sites: int, sim_workspace: Path, can_stop_early: bool, echo, events: bool):
     """Copy the simulator's output to ``log``, collect the sites' round records and echo progress;
-    stop the simulator once every site has ended a normally finished job. Returns whether it did."""
+    stop the simulator once every site has ended a normally finished job. Returns whether it did.
+
+    ``events``: the job's server logs each site's round from the sites' metric events
+    (:class:`fedgin.flare.metrics.RoundReporter`); those lines are echoed instead of the sites' own.
+    """
     start = time.time()
     sites_ended, aborted = 0, False
     for line in proc.stdout:
         log.write(line)
         record = parse_round(line)
-        if record is not None:
+        from_server = REPORT_PREFIX in line
+        if record is not None and not from_server:
             records.append(record)
         match = _PROGRESS.search(line)
-        if echo and match:
-            echo(f"  [{time.time() - start:6.1f} s] {match.group(0).replace('[fedgin] ', '')}")
+        if echo and match and not (events and record is not None and not from_server):
+            echo(
+                f"  [{time.time() - start:6.1f} s] {match.group(0).replace(REPORT_PREFIX, '').replace('[fedgin] ', '')}"
+            )
         aborted = aborted or bool(_ABORT.search(line))
         sites_ended += _SITE_ENDED in line
         if _SITE_ENDED in line and sites_ended == n_sites and can_stop_early and not aborted:
@@ -199,7 +213,10 @@ def run_simulator(
         try:
             # Stop early only when every site ran at once (no swapping) and the job ended normally.
             can_stop_early = n_threads >= len(site_names)
-            stopped_early = _follow(proc, log, records, len(site_names), Path(sim_workspace), can_stop_early, echo)
+            events = ROUND_REPORTER_PATH in (job / SERVER_CONFIG).read_text()
+            stopped_early = _follow(
+                proc, log, records, len(site_names), Path(sim_workspace), can_stop_early, echo, events
+            )
         except BaseException:
             _stop(proc)
             raise
@@ -293,10 +310,7 @@ def simulate(
         records = run_simulator(job, sim_ws, list(sites), ws / "simulator.log", threads, echo, timeout_s, gpu)
     except SimulationError as e:
         _hand_over_after_abort(e, ws, sim_ws, sites)
-    result = _collect_results(ws, sim_ws, sites, records, wall_time_s=time.time() - start)
-    # The training options beside the model: evaluate, predict and export find them there.
-    (ws / "results" / "config").mkdir(exist_ok=True)
-    shutil.copy2(job / CLIENT_CONFIG, ws / "results" / "config" / CLIENT_CONFIG.name)
+    result = _collect_results(ws, sim_ws, sites, records, job, wall_time_s=time.time() - start)
     if evaluate_split:
         _score(result, job, sites, config, evaluate_split, echo)
     return result
@@ -363,15 +377,18 @@ def _hand_over_after_abort(error: SimulationError, ws: Path, sim_ws: Path, sites
 
 
 def _collect_results(
-    ws: Path, sim_ws: Path, sites: Mapping[str, str | Path], records: list[dict], wall_time_s: float
+    ws: Path, sim_ws: Path, sites: Mapping[str, str | Path], records: list[dict], job: Path, wall_time_s: float
 ) -> SimulationResult:
-    """``results/``: the global model, cross-site validation, progress plot, privacy records."""
+    """``results/``: the global model and its training options (evaluate, predict and export find
+    them there), cross-site validation, the sites' figures and their plot, privacy records."""
     model = sim_ws / GLOBAL_MODEL
     if not model.is_file():
         raise SimulationError(f"the job finished without a global model ({model}); see {ws / 'simulator.log'}")
     results = ws / "results"
     results.mkdir(exist_ok=True)
     shutil.copy2(model, results / "FL_global_model.pt")
+    (results / "config").mkdir(exist_ok=True)
+    shutil.copy2(job / CLIENT_CONFIG, results / "config" / CLIENT_CONFIG.name)
     cross_site = json.loads((sim_ws / CROSS_SITE).read_text()) if (sim_ws / CROSS_SITE).is_file() else {}
     write_json(results / "cross_site_val.json", cross_site)
     if _copy_metrics(sim_ws, results):  # the sites' metric events, as the server wrote them
