@@ -95,7 +95,7 @@ def test_built_job_holds_the_current_code_and_overrides(tmp_path):
     assert json.loads((out / "meta.json").read_text())["min_clients"] == 3
     args = executor_args(json.loads((out / CLIENT_CONFIG).read_text()))
     assert args["augmentation"] == "none" and args["local_epochs"] == 2
-    assert args["spatial_size"] == [128, 128]  # untouched options kept
+    assert args["spatial_size"] == [192, 192]  # untouched options kept
     # Building again replaces the old build (stale files do not survive).
     (out / "app/custom/fedgin/stale.py").write_text("x = 1\n")
     build_job(REPO / "jobs/fedgin_abdomen", out)
