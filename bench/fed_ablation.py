@@ -128,7 +128,7 @@ def _fmt(scores: dict) -> str:
     )
 
 
-def run_central(config: TrainConfig, sites: Sites, rounds: int, echo) -> tuple[Trainer, dict]:
+def run_central(config: TrainConfig, sites: Sites, rounds: int, echo) -> tuple[Trainer, dict, dict]:
     data = {name: sites.data(name, config, config.seed) for name in sites.configs}
     trainer = Trainer(config)
     pooled = TrainSamples.concat([d.train for d in data.values()], config.num_classes)
@@ -140,7 +140,12 @@ def run_central(config: TrainConfig, sites: Sites, rounds: int, echo) -> tuple[T
             f"  epoch {r + 1}/{rounds}: loss {stats['loss']:.3f}, val {_fmt(score(trainer, data, 'val'))} "
             f"({time.time() - start:.0f} s)"
         )
-    return trainer, data
+    return trainer, data, private_epsilons({"pooled": trainer})
+
+
+def private_epsilons(trainers: dict[str, Trainer]) -> dict:
+    """DP-SGD's epsilon per patient of each trainer that trained with it."""
+    return {name: t.private.epsilon() for name, t in trainers.items() if t.private is not None}
 
 
 def _fedavg(global_weights: dict, updates: dict, weights: dict, server_lr: float = 1.0) -> dict:
@@ -165,7 +170,7 @@ def step_balancer_cap(server_config: dict) -> int | None:
 
 def run_federated(
     config: TrainConfig, federation: dict, filters: list, sites: Sites, rounds: int, echo, balancer: int | None = None
-) -> tuple[Trainer, dict]:
+) -> tuple[Trainer, dict, dict]:
     """FedAvg of weight differences, as ScatterAndGather + the executor + the job's filters do it.
 
     ``balancer``: the cap of the job's StepBalancer; with it (and ``match_site_steps``) every site
@@ -213,7 +218,7 @@ def run_federated(
         echo(f"  round {r + 1}/{rounds}: val {_fmt(val)} ({time.time() - start:.0f} s)")
     final = Trainer(config)
     final.set_weights(global_weights)
-    return final, data
+    return final, data, private_epsilons(trainers)
 
 
 def run_variant(job: Path, sites: Sites, name: str, training: dict, federation: dict, rounds: int, seed: int, echo):
@@ -223,10 +228,12 @@ def run_variant(job: Path, sites: Sites, name: str, training: dict, federation: 
     echo = echo or (lambda line: None)
     start = time.time()
     if federation["central"]:
-        trainer, data = run_central(config, sites, rounds, echo)
+        trainer, data, epsilons = run_central(config, sites, rounds, echo)
     else:
         balancer = step_balancer_cap(read_json(job / SERVER_CONFIG))
-        trainer, data = run_federated(config, federation, result_filters(client), sites, rounds, echo, balancer)
+        trainer, data, epsilons = run_federated(
+            config, federation, result_filters(client), sites, rounds, echo, balancer
+        )
     test = score(trainer, data, "test")
     return {
         "variant": name,
@@ -236,6 +243,7 @@ def run_variant(job: Path, sites: Sites, name: str, training: dict, federation: 
         "federation": federation,
         "test": {n: {k: (None if math.isnan(v) else v) for k, v in s.items()} for n, s in test.items()},
         "seconds": time.time() - start,
+        **({"dp_sgd_epsilon": epsilons} if epsilons else {}),
         "model": trainer.get_weights(),  # the final global model (not written to results.jsonl)
         "config": config.to_dict(),  # its training options (idem)
     }

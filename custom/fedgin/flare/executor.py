@@ -28,7 +28,8 @@ from nvflare.app_common.app_constant import AppConstants
 from fedgin.flare.cpu_turns import Turn, cpu_turn, turns_lock_path
 from fedgin.flare.local_norm import LOCAL_NORM_FILE
 from fedgin.flare.metrics import round_scalars, send_scalars
-from fedgin.flare.privacy.ledger import budget_spent, ledger_path
+from fedgin.flare.privacy import dp_sgd_record
+from fedgin.flare.privacy.ledger import DP_SGD_LEDGER_NAME, budget_spent, ledger_path
 from fedgin.flare.round_log import format_round
 from fedgin.flare.step_balance import TARGET_STEPS_HEADER
 from fedgin.seg.data.site_data import SiteData, load_site_data
@@ -141,6 +142,16 @@ class SegmentationExecutor(Executor):
             f"{len(self.data.train)} training samples, {len(self.data.validation)} validation volumes, "
             f"loaded in {time.time() - start:.1f} s",
         )
+        if self.config.dp_sgd.enabled:
+            private = self.trainer.private_steps(self.data.train)
+            dp = self.config.dp_sgd
+            seed = "a secret seed drawn here" if dp.noise_seed is None else "the job's fixed noise_seed (not private)"
+            self.log_info(
+                fl_ctx,
+                f"[fedgin] {self.site_name}: DP-SGD per patient: {private.num_patients} patients, q "
+                f"{private.sample_rate:.3g}, {private.steps_per_epoch} steps an epoch, sigma {dp.noise_multiplier:g}, "
+                f"clip {dp.max_grad_norm:g}, delta {dp.delta:g}, max_epsilon {dp.max_epsilon}; noise from {seed}",
+            )
         missing = self.site.missing_organs(self.config.organs)
         if missing:
             self.log_info(
@@ -176,10 +187,11 @@ class SegmentationExecutor(Executor):
         global_weights = self._received_weights(shareable)
         current_round = shareable.get_header(AppConstants.CURRENT_ROUND, 0)
         num_rounds = shareable.get_header(AppConstants.NUM_ROUNDS, 0)
-        spent = budget_spent(ledger_path(fl_ctx))
+        min_steps = self._min_steps(shareable)
+        spent = self._privacy_spent(fl_ctx, min_steps)
         if spent:
-            # The privacy filter released this site's last update within its budget. The server goes
-            # on with the other sites while min_clients can still be met (see poc/README.md).
+            # The privacy filter (or DP-SGD) released this site's last update within its budget. The
+            # server goes on with the other sites while min_clients can still be met (poc/README.md).
             self.log_info(fl_ctx, f"[fedgin] {self.site_name}: round {current_round + 1}: {spent}; not training")
             return make_reply(ReturnCode.EARLY_TERMINATION)
         self.trainer.set_weights(global_weights)
@@ -193,7 +205,7 @@ class SegmentationExecutor(Executor):
                 return make_reply(ReturnCode.TASK_ABORTED)
             self.trainer.start_round(current_round, num_rounds)
             stats = self.trainer.train_epochs(
-                self.data.train, should_abort=lambda: abort_signal.triggered, min_steps=self._min_steps(shareable)
+                self.data.train, should_abort=lambda: abort_signal.triggered, min_steps=min_steps
             )
             if stats["aborted"]:
                 return make_reply(ReturnCode.TASK_ABORTED)
@@ -217,9 +229,36 @@ class SegmentationExecutor(Executor):
             data=diff,
             meta={MetaKey.NUM_STEPS_CURRENT_ROUND: stats["steps"], MetaKey.INITIAL_METRICS: initial_metrics},
         )
+        if self.config.dp_sgd.enabled:
+            self._report_private_round(fl_ctx, dxo, current_round + 1, stats["steps"])
         result = dxo.to_shareable()
         result.set_header(AppConstants.CURRENT_ROUND, current_round)  # result filters see the round (noise seed)
         return result
+
+    def _privacy_spent(self, fl_ctx: FLContext, min_steps: int) -> str | None:
+        """Why this site may not train this round for privacy (its filter's or DP-SGD's budget)."""
+        spent = budget_spent(ledger_path(fl_ctx)) or budget_spent(ledger_path(fl_ctx, DP_SGD_LEDGER_NAME))
+        if spent or not self.config.dp_sgd.enabled:
+            return spent
+        private = self.trainer.private_steps(self.data.train)
+        spent = dp_sgd_record.over_budget(private, self.trainer.private_round_steps(self.data.train, min_steps))
+        if spent:
+            dp_sgd_record.mark_spent(ledger_path(fl_ctx, DP_SGD_LEDGER_NAME), spent)
+        return spent
+
+    def _report_private_round(self, fl_ctx: FLContext, dxo: DXO, round_number: int, steps: int) -> None:
+        """DP-SGD's (epsilon, delta) of this round: the site's record and log, the streamed figures, the meta."""
+        private = self.trainer.private
+        path = ledger_path(fl_ctx, DP_SGD_LEDGER_NAME)
+        entry = dp_sgd_record.record_round(path, self.site_name, private, round_number, steps)
+        epsilon, delta = entry["epsilon"], private.config.delta
+        self.log_info(fl_ctx, dp_sgd_record.round_line(private, round_number, steps, epsilon))
+        if entry["budget_spent"]:
+            self.log_info(fl_ctx, f"[fedgin] privacy: {self.site_name} trained its last DP-SGD round within budget")
+        figures = {dp_sgd_record.SCALAR_EPSILON: epsilon, dp_sgd_record.SCALAR_DELTA: delta}
+        send_scalars(self, fl_ctx, figures, round_number)
+        dxo.set_meta_prop(dp_sgd_record.META_EPSILON, epsilon)
+        dxo.set_meta_prop(dp_sgd_record.META_DELTA, delta)
 
     def _min_steps(self, shareable: Shareable) -> int:
         target = shareable.get_header(TARGET_STEPS_HEADER)

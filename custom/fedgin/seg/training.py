@@ -17,6 +17,7 @@ from monai.metrics import DiceMetric
 
 from fedgin.seg.augmentation import MULTI_VIEW, augment, augment_views, check_augmentation
 from fedgin.seg.data.site_data import EvalVolume, TrainSamples
+from fedgin.seg.dp_sgd import CROSS_SAMPLE_AUGMENTATIONS, DPSGDConfig, PatientDPSGD
 from fedgin.seg.losses import PARTIAL_LABEL_MODES, MarginalDiceCELoss
 from fedgin.seg.model import DEFAULT_CHANNELS, DEFAULT_STRIDES, SegmentationUNet, norm_parameter_names
 from fedgin.seg.transforms import ipa_consistency_loss
@@ -88,6 +89,8 @@ class TrainConfig:
     # Domain-specific normalization (FedBN style): the norm layers' scale and shift (affine instance
     # norm) stay at each site; only the other weights are sent and averaged.
     local_norm: bool = False
+    # Record-level differential privacy: DP-SGD with the patient as the unit (fedgin.seg.dp_sgd).
+    dp_sgd: DPSGDConfig = field(default_factory=DPSGDConfig)
     amp: bool = True
     seed: int = 0
 
@@ -102,13 +105,20 @@ class TrainConfig:
             raise ValueError("training options need a non-empty 'organs' list")
         model = raw.pop("model", {}) or {}
         gin = raw.pop("gin", {}) or {}
+        dp_sgd = raw.pop("dp_sgd", {}) or {}
         if "enabled" in gin:
             raise ValueError("gin.enabled is not an option: `augmentation` chooses GIN ('gin') or none ('none')")
-        for name, sub, kind in (("model", model, ModelConfig), ("gin", gin, GINConfig)):
+        nested = (("model", model, ModelConfig), ("gin", gin, GINConfig), ("dp_sgd", dp_sgd, DPSGDConfig))
+        for name, sub, kind in nested:
             bad = sorted(set(sub) - set(kind.__dataclass_fields__))
             if bad:
                 raise ValueError(f"unknown {name} option(s) {bad}; known: {sorted(kind.__dataclass_fields__)}")
-        cfg = cls(model=ModelConfig(**model), gin=GINConfig(**gin), **raw)
+        cfg = cls(model=ModelConfig(**model), gin=GINConfig(**gin), dp_sgd=DPSGDConfig(**dp_sgd), **raw)
+        cfg.dp_sgd.check()
+        if cfg.dp_sgd.enabled and cfg.augmentation in CROSS_SAMPLE_AUGMENTATIONS:
+            raise ValueError(
+                f"augmentation {cfg.augmentation!r} mixes the samples of a batch (patients): not allowed with dp_sgd"
+            )
         if cfg.local_norm:
             cfg.model.affine_norm = True  # local norm layers need parameters to keep
         check_augmentation(cfg.augmentation, cfg.augmentation_options)
@@ -188,7 +198,8 @@ class Trainer:
         self.model = config.build_model().to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.loss_fn = MarginalDiceCELoss(config.partial_labels)
-        self.use_amp = bool(config.amp and self.device.type == "cuda")
+        # DP-SGD's per-sample gradients are computed in float32.
+        self.use_amp = bool(config.amp and self.device.type == "cuda" and not config.dp_sgd.enabled)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         # Separate streams of randomness: batch order on CPU, GIN draws on the data's device.
         self.shuffle_generator = torch.Generator().manual_seed(config.seed)
@@ -197,6 +208,7 @@ class Trainer:
         self.local_keys = norm_parameter_names(self.model) if config.local_norm else set()
         self.augmentation = config.augmentation
         self.augmentation_kwargs = config.augmentation_kwargs()
+        self.private: PatientDPSGD | None = None  # built on the first DP-SGD round (needs the patients)
 
     # -- weights -----------------------------------------------------------------------------
     def get_weights(self) -> dict[str, np.ndarray]:
@@ -247,6 +259,8 @@ class Trainer:
         if min_steps is None:
             min_steps = cfg.min_local_steps if epochs is None else 0  # a round's work, not an explicit count
         epochs = cfg.local_epochs if epochs is None else epochs
+        if cfg.dp_sgd.enabled:
+            return self._private_epochs(data, epochs, should_abort, min_steps)
         losses, steps, epoch = [], 0, 0
         labelled = data.labelled_mask(cfg.num_classes)
         while epoch < epochs or (steps < min_steps and len(data) > 0):
@@ -261,17 +275,50 @@ class Trainer:
             epoch += 1
         return {"loss": float(np.mean(losses)) if losses else math.nan, "steps": steps, "aborted": False}
 
-    def train_batch(self, data: TrainSamples, idx: torch.Tensor, labelled: torch.Tensor) -> float:
-        """One optimizer step on the samples ``idx`` of ``data``; returns the loss."""
+    def private_steps(self, data: TrainSamples) -> PatientDPSGD:
+        """This site's DP-SGD state (sampler, noise, accountant), built once for its training data."""
+        if self.private is None:
+            if data.patients is None:
+                raise ValueError("dp_sgd needs training samples that know their patient (volume)")
+            self.private = PatientDPSGD(self.model, self.optimizer, data.patients, self.config.dp_sgd, self.device)
+        return self.private
+
+    def private_round_steps(self, data: TrainSamples, min_steps: int = 0) -> int:
+        """The DP-SGD steps of a federated round: ``local_epochs`` expected passes, at least ``min_steps``."""
+        return max(self.config.local_epochs * self.private_steps(data).steps_per_epoch, min_steps)
+
+    def _private_epochs(self, data: TrainSamples, epochs: int, should_abort: Callable[[], bool], min_steps: int):
+        """DP-SGD over ``epochs`` expected passes (at least ``min_steps`` steps); adds ``epsilon``."""
+        private = self.private_steps(data)
+        labelled = data.labelled_mask(self.config.num_classes)
+        steps = max(epochs * private.steps_per_epoch, min_steps)
         self.model.train()
+        losses = []
+        for step in range(steps):
+            if should_abort():
+                return {"loss": _mean(losses), "steps": step, "aborted": True, "epsilon": private.epsilon()}
+            idx = private.sample(self.shuffle_generator)
+            loss = private.step(idx, lambda i: self._loss(*self._batch(data, i, labelled)))
+            if math.isfinite(loss):
+                losses.append(loss)
+        return {"loss": _mean(losses), "steps": steps, "aborted": False, "epsilon": private.epsilon()}
+
+    def _batch(self, data: TrainSamples, idx: torch.Tensor, labelled: torch.Tensor):
+        """Images, labels and labelled classes of samples ``idx`` on the training device."""
         x, y = data.images[idx], data.labels[idx]
         if self.device.type == "cuda":
             x, y = x.pin_memory(), y.pin_memory()
         x = x.to(self.device, non_blocking=True)
         y = y.to(self.device, non_blocking=True).long()
+        return x, y, labelled[idx].to(self.device)
+
+    def train_batch(self, data: TrainSamples, idx: torch.Tensor, labelled: torch.Tensor) -> float:
+        """One optimizer step on the samples ``idx`` of ``data``; returns the loss."""
+        self.model.train()
+        x, y, lab = self._batch(data, idx, labelled)
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
-            loss = self._loss(x, y, labelled[idx].to(self.device))
+            loss = self._loss(x, y, lab)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -321,6 +368,10 @@ class Trainer:
         """
         per_volume = dice_per_volume(self, volumes)
         return summarize_dice(per_volume, self.config.organs, organs)
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else math.nan
 
 
 def dice_per_volume(trainer: Trainer, volumes: Sequence[EvalVolume]) -> np.ndarray:

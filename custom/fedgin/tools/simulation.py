@@ -8,7 +8,8 @@ Workspace layout (``WS``)::
     WS/simulator.log         FLARE's full log
     WS/results/              dice.json, dice.md, FL_global_model.pt, cross_site_val.json,
                              progress.json, progress.png (Dice and loss per round),
-                             privacy_<site>.json (epsilon per round, with the Gaussian filter)
+                             privacy_<site>.json (epsilon per round, with the Gaussian filter),
+                             privacy_dp_sgd_<site>.json (epsilon per patient and round, DP-SGD)
 """
 
 from __future__ import annotations
@@ -47,7 +48,11 @@ from fedgin.tools.jobs import (
 from fedgin.tools.progress import progress_from_scalars, read_tb_scalars, save_progress
 
 SIM_JOB_DIR = Path("server/simulate_job")
-SITE_PRIVACY_RECORD = Path("simulate_job/privacy.json")  # in each site's folder (fedgin.flare.privacy.ledger)
+# In each site's folder (fedgin.flare.privacy.ledger): the filter's record and DP-SGD's.
+SITE_PRIVACY_RECORDS = {
+    "privacy": Path("simulate_job/privacy.json"),
+    "privacy_dp_sgd": Path("simulate_job/privacy_dp_sgd.json"),
+}
 GLOBAL_MODEL = SIM_JOB_DIR / "app_server/FL_global_model.pt"
 CROSS_SITE = SIM_JOB_DIR / "cross_site_val/cross_val_results.json"
 # Lines of FLARE's log worth showing a person while a job runs.
@@ -87,11 +92,12 @@ class SimulationResult:
 
 
 def _copy_privacy_records(sim_ws: Path, sites: Mapping[str, str | Path], results: Path) -> None:
-    """Each site's privacy ledger (epsilon per round) into the job's results, also after an abort."""
+    """Each site's privacy ledgers (epsilon per round) into the job's results, also after an abort."""
     for name in sites:
-        (results / f"privacy_{name}.json").unlink(missing_ok=True)  # none from an earlier run
-        if (sim_ws / name / SITE_PRIVACY_RECORD).is_file():
-            shutil.copy2(sim_ws / name / SITE_PRIVACY_RECORD, results / f"privacy_{name}.json")
+        for prefix, record in SITE_PRIVACY_RECORDS.items():
+            (results / f"{prefix}_{name}.json").unlink(missing_ok=True)  # none from an earlier run
+            if (sim_ws / name / record).is_file():
+                shutil.copy2(sim_ws / name / record, results / f"{prefix}_{name}.json")
 
 
 def install_site_configs(sim_workspace: Path, sites: Mapping[str, str | Path]) -> None:

@@ -106,6 +106,19 @@ def test_same_seed_round_and_site_give_the_same_output_and_others_differ(tmp_pat
         assert np.std(flat(first.data) - flat(other.data)) > 1.0
 
 
+def test_without_a_seed_the_noise_seed_is_a_secret_of_the_site(tmp_path):
+    """The job's seed is known to the server, which could regenerate seeded noise: by default the seed
+    comes from the operating system and stays in the site's own record."""
+    arrays = update(norm=10.0)
+    outputs, seeds = [], []
+    for name in ("a", "b"):
+        ctx = site_context(tmp_path / name)
+        outputs.append(flat(run_filter(GaussianPrivacy(1.0, 1.0), arrays, ctx, current_round=3).data))
+        ledger = tmp_path / name / "site-ct" / JOB / "privacy.json"
+        seeds.append(json.loads(ledger.read_text())["noise_seed"])
+    assert seeds[0] != seeds[1] and np.std(outputs[0] - outputs[1]) > 1.0
+
+
 def test_weights_are_refused():
     with pytest.raises(ValueError, match="WEIGHT_DIFF only"):
         GaussianPrivacy(noise_multiplier=1.0, clip_norm=1.0, data_kinds=[DataKind.WEIGHTS])

@@ -13,6 +13,7 @@ Add it to a job's ``task_result_filters`` for task ``train`` (see
 
 from __future__ import annotations
 
+import secrets
 import zlib
 
 import numpy as np
@@ -86,8 +87,10 @@ class GaussianPrivacy(DXOFilter):
     Args:
         noise_multiplier: sigma, noise std relative to ``clip_norm`` (0: clipping only, no guarantee).
         clip_norm: C, the L2 norm of the whole update after clipping.
-        seed: with the site name and the round, seeds the noise (reproducible runs, fresh noise
-            every round and site).
+        seed: with the site name and the round, seeds the noise (fresh noise every round and
+            site). None (the default) draws a secret seed from the operating system, kept in the
+            site's ``privacy.json`` only: a seed written in the job is known to the server, which
+            could then regenerate the noise and subtract it, so a fixed seed is for research runs.
         delta: the delta of the reported (epsilon, delta).
         max_epsilon: the site's budget. When one more round would exceed it, the ledger says
             ``budget_spent`` and the executor stops training (its train task then fails with
@@ -100,7 +103,7 @@ class GaussianPrivacy(DXOFilter):
         self,
         noise_multiplier: float,
         clip_norm: float,
-        seed: int = 0,
+        seed: int | None = None,
         delta: float = DEFAULT_DELTA,
         max_epsilon: float | None = None,
         data_kinds: list[str] | None = None,
@@ -116,7 +119,7 @@ class GaussianPrivacy(DXOFilter):
             raise ValueError(f"clip_norm must be > 0, got {clip_norm}")
         if noise_multiplier < 0:
             raise ValueError(f"noise_multiplier must be >= 0, got {noise_multiplier}")
-        if seed < 0:
+        if seed is not None and seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
         first = gaussian_epsilon(noise_multiplier, 1, delta)  # also checks delta
         if max_epsilon is not None and first > max_epsilon:
@@ -126,7 +129,8 @@ class GaussianPrivacy(DXOFilter):
             )
         self.noise_multiplier = float(noise_multiplier)
         self.clip_norm = float(clip_norm)
-        self.seed = int(seed)
+        self.seed = seed
+        self._noise_seed = secrets.randbits(63) if seed is None else int(seed)
         self.delta = float(delta)
         self.max_epsilon = None if max_epsilon is None else float(max_epsilon)
 
@@ -151,7 +155,7 @@ class GaussianPrivacy(DXOFilter):
         if current_round is None:
             current_round = fl_ctx.get_prop(AppConstants.CURRENT_ROUND, released - 1)
 
-        rng = noise_generator(self.seed, site, current_round)
+        rng = noise_generator(ledger.get("noise_seed", self._noise_seed), site, current_round)
         dxo.data, norm = clip_and_noise(dxo.data, self.clip_norm, self.noise_multiplier, rng)
 
         spent = self.max_epsilon is not None and self.epsilon(released + 1) > self.max_epsilon
@@ -164,6 +168,7 @@ class GaussianPrivacy(DXOFilter):
             delta=self.delta,
             max_epsilon=self.max_epsilon,
             budget_spent=spent,
+            noise_seed=ledger.get("noise_seed", self._noise_seed),  # secret: it regenerates the noise
         )
         ledger["rounds"].append(
             {

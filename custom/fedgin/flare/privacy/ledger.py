@@ -24,16 +24,20 @@ from pathlib import Path
 from nvflare.apis.fl_context import FLContext
 
 LEDGER_NAME = "privacy.json"
+# DP-SGD's record (fedgin.flare.privacy.dp_sgd_record), in the same layout: the two mechanisms
+# protect different units (the site's whole update, one patient) and are accounted apart.
+DP_SGD_LEDGER_NAME = "privacy_dp_sgd.json"
 
 
-def ledger_path(fl_ctx: FLContext) -> Path | None:
-    """``privacy.json`` in the current job's run folder of this site (``<site workspace>/<job id>/``).
+def ledger_path(fl_ctx: FLContext, name: str = LEDGER_NAME) -> Path | None:
+    """``privacy.json`` (or ``name``) in the current job's run folder of this site
+    (``<site workspace>/<job id>/``).
 
     None outside a FLARE run (a context without engine or job, as in unit tests of the executor).
     """
     if fl_ctx.get_engine() is None or fl_ctx.get_job_id() is None:
         return None
-    return Path(fl_ctx.get_workspace().get_run_dir(fl_ctx.get_job_id())) / LEDGER_NAME
+    return Path(fl_ctx.get_workspace().get_run_dir(fl_ctx.get_job_id())) / name
 
 
 def read_ledger(path: str | Path) -> dict:

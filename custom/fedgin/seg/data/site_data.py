@@ -38,12 +38,14 @@ class TrainSamples:
     """Training samples as stacked tensors: images (N, 1, *spatial) float32, labels (N, 1, *spatial) uint8.
 
     ``labelled`` (N, num_classes) bool says which classes each sample's label map annotates (a site
-    with partial labels lacks some organs); None means all of them.
+    with partial labels lacks some organs); None means all of them. ``patients`` (N,) int64 says
+    which volume (patient) each sample was cut from (DP-SGD's unit of privacy); None: unknown.
     """
 
     images: torch.Tensor
     labels: torch.Tensor
     labelled: torch.Tensor | None = None
+    patients: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -56,11 +58,17 @@ class TrainSamples:
 
     @staticmethod
     def concat(parts: Sequence[TrainSamples], num_classes: int) -> TrainSamples:
-        """Pool the samples of several sites, keeping each sample's labelled classes."""
+        """Pool the samples of several sites, keeping each sample's labelled classes (and patients,
+        numbered on across the sites, when every part knows them)."""
+        patients = None
+        if parts and all(p.patients is not None for p in parts):
+            offsets = np.cumsum([0] + [int(p.patients.max()) + 1 if len(p) else 0 for p in parts[:-1]])
+            patients = torch.cat([p.patients + int(o) for p, o in zip(parts, offsets, strict=True)])
         return TrainSamples(
             torch.cat([p.images for p in parts]),
             torch.cat([p.labels for p in parts]),
             torch.cat([p.labelled_mask(num_classes) for p in parts]),
+            patients,
         )
 
 
@@ -250,7 +258,7 @@ def load_site_data(
         cases = site.cases(split)
         if split == "training" and not cases:
             raise DataError(f"{site.datalist}: the 'training' list is empty")
-        images, labels = [], []
+        images, labels, patients = [], [], []
         for i, case in enumerate(cases):
             if "label" not in case:
                 raise DataError(f"{site.datalist}: {split}[{i}] has no 'label'")
@@ -269,6 +277,7 @@ def load_site_data(
                     img, lab = img[None], lab[None]
                 images.append(img.float())
                 labels.append(lab.to(torch.uint8))
+                patients.append(torch.full((len(img),), i, dtype=torch.int64))
             else:
                 label = d["label"].as_tensor().to(torch.uint8)
                 d = resize_image(d)
@@ -278,7 +287,7 @@ def load_site_data(
                 progress(f"{split} {i + 1}/{len(cases)}")
         if split == "training":
             _check_listed_ids_occur(site, organs, cases, unlabelled)
-            train = TrainSamples(torch.cat(images), torch.cat(labels))
+            train = TrainSamples(torch.cat(images), torch.cat(labels), patients=torch.cat(patients))
     present = [o for o in organs if o in site.labels]
     if train is not None:
         labelled = torch.tensor([True] + [o in present for o in organs])
