@@ -169,12 +169,20 @@ def step_balancer_cap(server_config: dict) -> int | None:
 
 
 def run_federated(
-    config: TrainConfig, federation: dict, filters: list, sites: Sites, rounds: int, echo, balancer: int | None = None
+    config: TrainConfig,
+    federation: dict,
+    filters: list,
+    sites: Sites,
+    rounds: int,
+    echo,
+    balancer: int | None = None,
+    val_every: int = 1,
 ) -> tuple[Trainer, dict, dict]:
     """FedAvg of weight differences, as ScatterAndGather + the executor + the job's filters do it.
 
     ``balancer``: the cap of the job's StepBalancer; with it (and ``match_site_steps``) every site
-    trains at least as many steps as the busiest site of the last round.
+    trains at least as many steps as the busiest site of the last round. ``val_every``: score the
+    global model on the validation splits every this many rounds (and after the last).
     """
     trainers, data = {}, {}
     for name in sites.configs:
@@ -210,6 +218,9 @@ def run_federated(
         target = min(max(round_steps), balancer) if balancer else None
         global_weights = _fedavg(global_weights, updates, weights, float(federation["server_lr"]))
         server.load_state_dict({k: torch.as_tensor(v) for k, v in global_weights.items()})
+        if (r + 1) % val_every and r + 1 < rounds:
+            echo(f"  round {r + 1}/{rounds} ({time.time() - start:.0f} s)")
+            continue
         scorer = trainers[next(iter(trainers))]
         own = scorer.get_weights()
         scorer.set_weights(global_weights)
@@ -221,7 +232,17 @@ def run_federated(
     return final, data, private_epsilons(trainers)
 
 
-def run_variant(job: Path, sites: Sites, name: str, training: dict, federation: dict, rounds: int, seed: int, echo):
+def run_variant(
+    job: Path,
+    sites: Sites,
+    name: str,
+    training: dict,
+    federation: dict,
+    rounds: int,
+    seed: int,
+    echo,
+    val_every: int = 1,
+):
     client = read_json(job / CLIENT_CONFIG)
     args = {k: v for k, v in executor_args(client).items() if not k.endswith("_task_name")}
     config = TrainConfig.from_dict(merge(args, {**training, "seed": seed}))
@@ -232,7 +253,7 @@ def run_variant(job: Path, sites: Sites, name: str, training: dict, federation: 
     else:
         balancer = step_balancer_cap(read_json(job / SERVER_CONFIG))
         trainer, data, epsilons = run_federated(
-            config, federation, result_filters(client), sites, rounds, echo, balancer
+            config, federation, result_filters(client), sites, rounds, echo, balancer, val_every
         )
     test = score(trainer, data, "test")
     return {
@@ -298,6 +319,7 @@ def main(argv=None) -> int:
     p.add_argument("--site", action="append", required=True, metavar="NAME=SITE_CONFIG")
     p.add_argument("--variant", action="append", default=None, metavar="NAME[:KEY=VALUE,...]")
     p.add_argument("--rounds", type=int, default=20)
+    p.add_argument("--val-every", type=int, default=1, help="score the validation splits every N rounds")
     p.add_argument("--seeds", default="0", help="comma-separated seeds")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "fed_ablation"))
     p.add_argument("--save-models", action="store_true", help="keep each run's final global model in OUT/models/")
@@ -314,7 +336,15 @@ def main(argv=None) -> int:
                 continue
             print(f"{name} seed {seed}: {training or ''} {federation}", flush=True)
             result = run_variant(
-                Path(args.job), sites, name, training, federation, args.rounds, seed, lambda s: print(s, flush=True)
+                Path(args.job),
+                sites,
+                name,
+                training,
+                federation,
+                args.rounds,
+                seed,
+                lambda s: print(s, flush=True),
+                val_every=args.val_every,
             )
             print(f"{name} seed {seed}: test {_fmt({n: s for n, s in result['test'].items()})}", flush=True)
             model, config = result.pop("model"), result.pop("config")
