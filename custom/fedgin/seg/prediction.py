@@ -2,7 +2,7 @@
 
 The same preprocessing as training and evaluation (:func:`fedgin.seg.data.site_data.image_transforms`:
 load, RAS, the modality's normalization, resize to the model's input) and the same inference
-(:meth:`fedgin.seg.training.Trainer.predict_image`: logits interpolated to the RAS grid, argmax);
+(:meth:`fedgin.seg.training.Trainer.predict_image`: probabilities interpolated to the RAS grid, argmax);
 then the label map is turned back from RAS into the file's own orientation, so it has the input's
 shape and affine. Its Dice against a label is what ``evaluate`` reports for the same model.
 """

@@ -344,20 +344,23 @@ class Trainer:
     @torch.no_grad()
     def predict_image(self, image: torch.Tensor, out_size: tuple[int, ...]) -> torch.Tensor:
         """Class indices of ``image`` (1, S, S, D) at the model's input size, scored at ``out_size``
-        (H, W, D): logits are interpolated to the original grid, then the argmax taken."""
+        (H, W, D): softmax probabilities are interpolated to the original grid, then the argmax taken
+        (as MONAI's bundles do: Activations, then Invert, then AsDiscrete). On the real development
+        set this scored CT Dice 0.781 against 0.754 for interpolated logits, MRI 0.803 against 0.799
+        (bench/tta_eval.py)."""
         self.model.eval()
         out_size = tuple(out_size)
         image = image.to(self.device)
         with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
             if self.config.model.spatial_dims == 3:
-                logits = self.model(image[None]).float()
-                return F.interpolate(logits, size=out_size, mode="trilinear").argmax(1)[0].cpu()
+                probs = self.model(image[None]).float().softmax(1)
+                return F.interpolate(probs, size=out_size, mode="trilinear").argmax(1)[0].cpu()
             slices = image.permute(3, 0, 1, 2)  # (D, 1, S, S)
             preds = []
             for start in range(0, slices.shape[0], self.config.eval_batch_size):
-                logits = self.model(slices[start : start + self.config.eval_batch_size]).float()
-                logits = F.interpolate(logits, size=out_size[:2], mode="bilinear")
-                preds.append(logits.argmax(1).cpu())
+                probs = self.model(slices[start : start + self.config.eval_batch_size]).float().softmax(1)
+                probs = F.interpolate(probs, size=out_size[:2], mode="bilinear")
+                preds.append(probs.argmax(1).cpu())
         return torch.cat(preds).permute(1, 2, 0)  # (H, W, D)
 
     def evaluate(self, volumes: Sequence[EvalVolume], organs: Sequence[str] | None = None) -> dict:

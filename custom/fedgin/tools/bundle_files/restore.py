@@ -2,8 +2,8 @@
 
 The network scores each axial slice at its input size; this turns those logits into class indices
 on the scan's own grid exactly as fedgin does (``fedgin.seg.training.Trainer.predict_image`` and
-``fedgin.seg.prediction.Segmenter``): logits interpolated bilinearly to the RAS grid the image had
-before its resize, the argmax taken, then the label map turned from RAS into the file's own
+``fedgin.seg.prediction.Segmenter``): softmax probabilities interpolated bilinearly to the RAS grid
+the image had before its resize, the argmax taken, then the label map turned from RAS into the file's own
 orientation and given the file's affine.
 """
 
@@ -38,8 +38,8 @@ class RestoreGridd(MapTransform):
         original_affine = np.asarray(image.meta["original_affine"], dtype=np.float64)
         for key in self.key_iterator(d):
             logits = torch.as_tensor(d[key]).float().permute(3, 0, 1, 2)  # (D, C, S, S): one slice per row
-            logits = F.interpolate(logits, size=ras_size[:2], mode="bilinear")
-            classes = logits.argmax(1).permute(1, 2, 0).to(torch.uint8).cpu().numpy()  # (H, W, D), RAS
+            probs = F.interpolate(logits.softmax(1), size=ras_size[:2], mode="bilinear")
+            classes = probs.argmax(1).permute(1, 2, 0).to(torch.uint8).cpu().numpy()  # (H, W, D), RAS
             to_file = nib.orientations.ornt_transform(
                 nib.orientations.axcodes2ornt(("R", "A", "S")), nib.orientations.io_orientation(original_affine)
             )
