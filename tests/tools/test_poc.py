@@ -78,6 +78,9 @@ def test_full_poc_flow(tmp_path):
         turns = ", CPU turns" if os.environ.get(CPU_TURNS_ENV) != "" else ""
         ready = [line for line in site_log.splitlines() if "site ready" in line]
         assert len(ready) == 1 and f"({threads} threads{turns})" in ready[0], ready
+    # The server knows the scope but does not run its filter again on the sites' updates.
+    server_scope = json.loads((ws.prod / "server/local/privacy.json").read_text())["scopes"][0]
+    assert server_scope == {"name": "fedgin", "properties": {}}
     server_logs = "".join(p.read_text(errors="replace") for p in (ws.prod / "server").rglob("log*.txt"))
     downloaded = "".join(
         p.read_text(errors="replace") for p in (tmp_path / "pocws/results").rglob("*") if p.suffix in (".txt", ".json")

@@ -108,10 +108,19 @@ def prepare(
     if privacy_policy is not None:
         if privacy_policy == PRIVACY_POLICY:
             privacy_policy = checkout_file(PRIVACY_POLICY)
-        policy = Path(privacy_policy).read_text()
-        json.loads(policy)  # a broken policy must fail here, not inside FLARE
-        for name in [*sites, "server"]:  # the server needs the scope names
-            (ws.prod / name / "local" / "privacy.json").write_text(policy)
+        policy = json.loads(Path(privacy_policy).read_text())  # a broken policy must fail here, not inside FLARE
+        for name in sites:
+            write_json(ws.prod / name / "local" / "privacy.json", policy)
+        write_json(ws.prod / "server" / "local" / "privacy.json", server_policy(policy))
+
+
+def server_policy(policy: dict) -> dict:
+    """The server's copy of a sites' privacy policy: the scope names (which the server checks a job's
+    scope against) without the filters. FLARE runs a scope's ``task_result_filters`` at the server
+    too, on every incoming result: the sites' filter would run a second time there, and on
+    ciphertexts (encrypted aggregation) it fails the job."""
+    scopes = [{"name": s["name"], "properties": s.get("properties", {})} for s in policy.get("scopes", [])]
+    return {**{k: v for k, v in policy.items() if k != "scopes"}, "scopes": scopes}
 
 
 def start(ws: PocWorkspace) -> None:
