@@ -16,6 +16,7 @@ from nvflare.apis.dxo import DXO, DataKind, MetaKey, from_shareable
 from nvflare.apis.event_type import EventType
 from nvflare.apis.fl_constant import FLContextKey, ReservedKey
 from nvflare.apis.fl_context import FLContext
+from nvflare.apis.utils.decomposers import flare_decomposers
 from nvflare.app_common.abstract.model import ModelLearnableKey, make_model_learnable
 from nvflare.app_common.app_constant import AppConstants
 from nvflare.app_opt.he.homomorphic_encrypt import serialize_nested_dict
@@ -59,6 +60,9 @@ def _started(component, ctx):
 
 def _wire(shareable):
     """What the other side receives: the message serialized by FLARE's FOBS and read back."""
+    # FLARE's own decomposers first, as a FLARE process has them: FOBS would otherwise register a generic one
+    # for Shareable for the rest of the process, which drops its items (later FLARE API sessions then fail).
+    flare_decomposers.register()
     return fobs.loads(fobs.dumps(shareable))
 
 
