@@ -148,3 +148,5 @@ def test_build_job_with_he_swaps_the_server_components_and_adds_the_site_filters
     assert results["submit_model"] == [{"path": HE_ENCRYPTOR_PATH, "args": {"weigh_by_local_iter": False}}]
     with pytest.raises(JobError, match="cannot read ciphertexts"):
         build_job(REPO / "jobs/fedgin_abdomen", tmp_path / "c", he=True, aggregator={"max_norm_ratio": 5})
+    with pytest.raises(JobError, match="he and local_norm"):
+        build_job(REPO / "jobs/fedgin_abdomen", tmp_path / "d", he=True, executor_overrides={"local_norm": True})

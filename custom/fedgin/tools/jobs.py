@@ -205,6 +205,10 @@ def _derive_server_settings(server: dict, client: dict) -> None:
             args["site_local_keys"] = sorted(norm_parameter_names(config.build_model()))
         else:
             args.pop("site_local_keys", None)
+    if config.local_norm and component.get("path") == HE_SERVER_COMPONENTS["aggregator"]["path"]:
+        # The global model would keep those layers plain, outside the aggregate's list of encrypted
+        # layers, and FLARE's HEModelDecryptor fails on them at the sites (KeyError) from round 2 on.
+        raise JobError("he and local_norm exclude each other: FLARE's HE decryptor fails on the layers sites keep")
 
 
 def _executor_entry(client_config: dict) -> dict:
