@@ -7,10 +7,12 @@ import time
 from pathlib import Path
 
 import pytest
+import tenseal as ts
 from fedgin.flare.metrics import TB_FOLDER
 from fedgin.tools import admin
 from fedgin.tools.admin import session
 from fedgin.tools.cli import main
+from fedgin.tools.he import CLIENT_CONTEXT, SERVER_CONTEXT, read_context
 from fedgin.tools.phantoms import generate_phantom_dataset
 from fedgin.tools.poc import PocError
 from fedgin.tools.progress import read_tb_scalars
@@ -36,6 +38,21 @@ def _port_free(port: int) -> bool:
 def test_kits_are_never_written_into_the_repo():
     with pytest.raises(PocError, match="inside the repository"):
         provision(REPO / "kits")
+
+
+def test_provisioning_with_he_gives_every_site_the_same_signed_secret_key_and_the_server_none(tmp_path):
+    kits = provision(tmp_path / "kits", DEFAULT_PROJECT, he=True)
+    sites = ("site-ct-a", "site-mri-b", "site-ct-c")
+    for kit in ("server", *sites):
+        name = SERVER_CONTEXT if kit == "server" else CLIENT_CONTEXT
+        assert name in json.loads((kits / kit / "startup/signature.json").read_text())  # FLARE checks it
+    assert not list((kits / "admin@fedgin.org").rglob("*.tenseal"))
+    server = read_context(kits / "server/startup" / SERVER_CONTEXT)
+    assert not server.has_secret_key()
+    vector = ts.ckks_vector(read_context(kits / "site-ct-a/startup" / CLIENT_CONTEXT), [0.25, -1.5])
+    for site in sites:  # one key for all sites: any site decrypts what another encrypted
+        decrypted = vector.decrypt(read_context(kits / site / "startup" / CLIENT_CONTEXT).secret_key())
+        assert decrypted == pytest.approx([0.25, -1.5], abs=1e-6)
 
 
 @pytest.mark.poc

@@ -11,10 +11,11 @@ import inspect
 import math
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import torch
 from nvflare.apis.dxo import DXO, DataKind, MetaKey, from_shareable
 from nvflare.apis.event_type import EventType
@@ -57,6 +58,24 @@ def find_site_config(local_dir: str | Path, site_name: str) -> Path:
 def site_seed(job_seed: int, site_name: str) -> int:
     """A site's own seed (data draws, batch order, GIN): the job's seed shifted by the site's name."""
     return job_seed + zlib.crc32(site_name.encode()) % 10_000
+
+
+def shaped_like(weights: dict, model_state: Mapping[str, torch.Tensor]) -> dict:
+    """``weights`` with every flat layer given its shape and dtype in ``model_state``.
+
+    FLARE's ``HEModelDecryptor`` (encrypted aggregation) hands each decrypted layer over as a flat
+    list of floats: a CKKS vector has no shape. A layer that arrives with its shape, or whose size
+    does not match, is left alone, so :meth:`Trainer.set_weights` still rejects a wrong model.
+    """
+    shaped = {}
+    for key, value in weights.items():
+        ref = model_state.get(key)
+        flat = isinstance(value, list) or (isinstance(value, np.ndarray) and value.ndim == 1)
+        if ref is not None and flat and np.size(value) == ref.numel():
+            dtype = torch.empty(0, dtype=ref.dtype).numpy().dtype
+            value = np.asarray(value, dtype=dtype).reshape(tuple(ref.shape))
+        shaped[key] = value
+    return shaped
 
 
 def _finite_metrics(metrics: dict, prefix: str = "val_") -> dict:
@@ -181,7 +200,7 @@ class SegmentationExecutor(Executor):
         dxo = from_shareable(shareable)
         if dxo.data_kind != DataKind.WEIGHTS:
             raise ValueError(f"expected WEIGHTS from the server, got {dxo.data_kind}")
-        return dxo.data
+        return shaped_like(dxo.data, self.trainer.model.state_dict())
 
     def _train(self, shareable: Shareable, fl_ctx: FLContext, abort_signal: Signal) -> Shareable:
         global_weights = self._received_weights(shareable)

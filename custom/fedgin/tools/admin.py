@@ -28,17 +28,18 @@ def session(admin_kit: str | Path, timeout: float = 30.0):
     return new_secure_session(admin_kit.name, str(admin_kit), timeout=timeout)
 
 
-def stage(admin_kit, job_dir, num_rounds=None, min_clients=None, executor_overrides=None) -> str:
+def stage(admin_kit, job_dir, num_rounds=None, min_clients=None, executor_overrides=None, he=False) -> str:
     """Build ``job_dir`` into the kit's ``transfer/`` folder, where the admin console's
-    ``submit_job NAME`` (and the FLARE API, given a bare name) looks for it; returns NAME."""
+    ``submit_job NAME`` (and the FLARE API, given a bare name) looks for it; returns NAME.
+    ``he``: encrypted aggregation (the kits need HE contexts, see fedgin.tools.he)."""
     name = Path(job_dir).resolve().name
-    build_job(job_dir, Path(admin_kit) / "transfer" / name, num_rounds, min_clients, executor_overrides)
+    build_job(job_dir, Path(admin_kit) / "transfer" / name, num_rounds, min_clients, executor_overrides, he=he)
     return name
 
 
-def submit(admin_kit, job_dir, num_rounds=None, min_clients=None, executor_overrides=None) -> str:
+def submit(admin_kit, job_dir, num_rounds=None, min_clients=None, executor_overrides=None, he=False) -> str:
     """Stage the job (our code in app/custom) and submit it by name, as the console does; returns the job id."""
-    name = stage(admin_kit, job_dir, num_rounds, min_clients, executor_overrides)
+    name = stage(admin_kit, job_dir, num_rounds, min_clients, executor_overrides, he)
     sess = session(admin_kit)
     try:
         return sess.submit_job(name)
@@ -126,10 +127,11 @@ def run_job(
     executor_overrides=None,
     echo: Callable[[str], None] | None = print,
     timeout: float = 0,
+    he: bool = False,
 ) -> dict:
     """Submit, follow, download and tabulate a job: the admin's one command."""
     out_dir = Path(out_dir)
-    job_id = submit(admin_kit, job_dir, num_rounds, min_clients, executor_overrides)
+    job_id = submit(admin_kit, job_dir, num_rounds, min_clients, executor_overrides, he)
     if echo:
         echo(f"Submitted {Path(job_dir).name} as job {job_id}")
     meta = follow(admin_kit, job_id, echo, timeout)
@@ -140,4 +142,6 @@ def run_job(
     (result / "cross_site_dice.md").write_text(table)
     if echo:
         echo("\nMean Dice of the global models on each site's validation split:\n" + table)
+        if he:
+            echo("The global model is encrypted: a site decrypts it with `python -m fedgin decrypt-model`.")
     return {"job_id": job_id, "result": str(result), "table": table}

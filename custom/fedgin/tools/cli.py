@@ -147,9 +147,14 @@ def cmd_build_job(args) -> int:
     from fedgin.tools.jobs import build_job
 
     out = build_job(
-        args.job, args.out, num_rounds=args.rounds, executor_overrides=_training_overrides(args), gpus=args.gpus
+        args.job,
+        args.out,
+        num_rounds=args.rounds,
+        executor_overrides=_training_overrides(args),
+        gpus=args.gpus,
+        he=args.he,
     )
-    print(f"built {out} (fedgin code packed into app/custom)")
+    print(f"built {out} (fedgin code packed into app/custom{'; encrypted aggregation' if args.he else ''})")
     return 0
 
 
@@ -168,6 +173,17 @@ def cmd_evaluate(args) -> int:
     if args.out:
         write_json(args.out, result)
         print(f"written to {args.out}")
+    return 0
+
+
+def cmd_decrypt_model(args) -> int:
+    from fedgin.tools.he import decrypt_job_model, encrypted_layers
+
+    layers = encrypted_layers(args.model)
+    if not layers:
+        raise ValueError(f"{args.model} holds no encrypted layer: it is a plain model already")
+    out = decrypt_job_model(args.model, args.context, args.out, args.job)
+    print(f"decrypted {len(layers)} layers of {args.model} into {out}")
     return 0
 
 
@@ -239,15 +255,16 @@ def cmd_poc(args) -> int:
             num_rounds=args.rounds,
             executor_overrides=_training_overrides(args),
             timeout_s=args.timeout,
+            he=args.he,
         )
     elif args.poc_command == "prepare":
-        poc.prepare(ws, _parse_sites(args.site))
-        print(f"POC workspace ready at {ws.root} (sites: {', '.join(ws.sites())})")
+        poc.prepare(ws, _parse_sites(args.site), he=args.he)
+        print(f"POC workspace ready at {ws.root} (sites: {', '.join(ws.sites())}{'; HE contexts' if ws.he else ''})")
     elif args.poc_command == "start":
         poc.start(ws)
         print("server and clients started")
     elif args.poc_command == "submit":
-        print(poc.submit(ws, args.job, args.rounds, _training_overrides(args)))
+        print(poc.submit(ws, args.job, args.rounds, _training_overrides(args), he=args.he))
     elif args.poc_command == "status":
         meta = poc.follow(ws, args.job_id, timeout=args.timeout) if args.wait else poc.status(ws, args.job_id)
         print(meta.get("status"))
@@ -262,7 +279,7 @@ def cmd_poc(args) -> int:
 def cmd_provision(args) -> int:
     from fedgin.tools.provisioning import DEFAULT_PROJECT, provision
 
-    kits = provision(args.out, args.project or DEFAULT_PROJECT)
+    kits = provision(args.out, args.project or DEFAULT_PROJECT, he=args.he)
     print(f"startup kits written to {kits}:")
     for kit in sorted(p.name for p in kits.iterdir() if p.is_dir()):
         print(f"  {kit}")
@@ -283,9 +300,10 @@ def cmd_admin(args) -> int:
             min_clients=args.min_clients,
             executor_overrides=_training_overrides(args),
             timeout=args.timeout,
+            he=args.he,
         )
     elif args.admin_command == "stage":
-        name = admin.stage(kit, args.job, args.rounds, args.min_clients, _training_overrides(args))
+        name = admin.stage(kit, args.job, args.rounds, args.min_clients, _training_overrides(args), he=args.he)
         print(f"staged in {kit}/transfer/{name}: in the admin console run `submit_job {name}`")
     elif args.admin_command == "list":
         for job in admin.list_jobs(kit):
@@ -432,6 +450,8 @@ def _add_poc_parser(sub) -> None:
             q.add_argument("job", help="a job folder, e.g. jobs/fedgin_abdomen")
             q.add_argument("--rounds", type=int, default=None)
             _gin_flags(q)
+        if name in ("run", "prepare", "submit"):
+            _he_flag(q, default=None if name == "submit" else False)
         if name in ("run", "prepare"):
             q.add_argument("--site", action="append", required=True, metavar="NAME=SITE_CONFIG")
         if name in ("status", "download"):
@@ -449,6 +469,7 @@ def _add_provision_parser(sub) -> None:
     p = sub.add_parser("provision", help="startup kits (mTLS) for a real federation, from poc/project.yml")
     p.add_argument("--out", required=True, help="folder for the kits, outside the repository")
     p.add_argument("--project", default=None, help="project.yml (default: poc/project.yml)")
+    p.add_argument("--he", action="store_true", help="add FLARE's HEBuilder: HE contexts in every kit")
     p.set_defaults(func=cmd_provision)
 
 
@@ -469,6 +490,7 @@ def _add_admin_parser(sub) -> None:
             q.add_argument("--rounds", type=int, default=None)
             q.add_argument("--min-clients", type=int, default=None)
             _gin_flags(q)
+            _he_flag(q)
         if name in ("download", "abort"):
             q.add_argument("job_id")
         if name in ("run", "download"):
@@ -485,7 +507,27 @@ def _add_build_job_parser(sub) -> None:
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--gpus", type=int, default=None, help="GPUs each site reserves for the job (default: 0)")
     _gin_flags(p)
+    _he_flag(p)
     p.set_defaults(func=cmd_build_job)
+
+
+def _he_flag(p, default: bool | None = False) -> None:
+    more = " (default: when the POC workspace has HE contexts)" if default is None else ""
+    p.add_argument(
+        "--he",
+        action="store_true",
+        default=default,
+        help="encrypted aggregation (FLARE's TenSEAL CKKS path; poc/README.md)" + more,
+    )
+
+
+def _add_decrypt_model_parser(sub) -> None:
+    p = sub.add_parser("decrypt-model", help="decrypt an HE job's global model with a site's key")
+    p.add_argument("--model", required=True, help="the server's FL_global_model.pt of an HE job (ciphertexts)")
+    p.add_argument("--context", required=True, help="a site's startup/client_context.tenseal (holds the secret key)")
+    p.add_argument("--out", required=True, help="the plain checkpoint to write")
+    p.add_argument("--job", default=None, help="job folder the model comes from (found next to FLARE's model)")
+    p.set_defaults(func=cmd_decrypt_model)
 
 
 def _add_evaluate_parser(sub) -> None:
@@ -584,6 +626,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_provision_parser(sub)
     _add_admin_parser(sub)
     _add_build_job_parser(sub)
+    _add_decrypt_model_parser(sub)
     _add_evaluate_parser(sub)
     _add_train_parser(sub)
     _add_experiment_parser(sub)

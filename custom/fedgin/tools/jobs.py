@@ -10,6 +10,7 @@ the test doubles of ``fedgin.tools.testing`` go only into jobs whose configs nam
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -26,6 +27,22 @@ EXECUTOR_PATH = "fedgin.flare.executor.SegmentationExecutor"
 FAULTY_EXECUTOR_PATH = "fedgin.tools.testing.faulty.FaultyExecutor"  # tests only: misbehaves on chosen sites
 AGGREGATOR_PATH = "fedgin.flare.aggregation.RobustAggregator"
 ROUND_REPORTER_PATH = "fedgin.flare.metrics.RoundReporter"
+# FLARE's homomorphic-encryption path (TenSEAL CKKS), swapped in by build_job(he=True).
+HE = "nvflare.app_opt.he."
+HE_ENCRYPTOR_PATH = HE + "model_encryptor.HEModelEncryptor"
+HE_DECRYPTOR_PATH = HE + "model_decryptor.HEModelDecryptor"
+HE_SERVER_COMPONENTS = {
+    # Sites weigh their update by its steps before encrypting; the server only adds ciphertexts
+    # and divides by the sum of the steps (their meta stays in the clear).
+    "aggregator": {
+        "path": HE + "intime_accumulate_model_aggregator.HEInTimeAccumulateWeightedAggregator",
+        "args": {"expected_data_kind": "WEIGHT_DIFF", "weigh_by_local_iter": False},
+    },
+    "shareable_generator": {"path": HE + "model_shareable_generator.HEModelShareableGenerator", "args": {}},
+    # FLARE's HEModelSerializeFilter, fixed for 2.9's cross-site evaluation (fedgin.flare.he).
+    "serialize_filter": {"path": "fedgin.flare.he.HEModelSerializeFilter", "args": {}},
+}
+HE_CROSS_SITE_PATH = HE + "cross_site_model_eval.HECrossSiteModelEval"
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
 # What runs inside FLARE: the package's root module, its FLARE components and the ML core.
 SHIPPED = ("__init__.py", "flare", "seg")
@@ -66,6 +83,7 @@ def build_job(
     resume_from: str | Path | None = None,
     gpus: int | None = None,
     mlflow_uri: str | None = None,
+    he: bool = False,
 ) -> Path:
     """Copy ``job_dir`` to ``out_dir`` with our package in ``app/custom`` and optional overrides.
 
@@ -89,6 +107,8 @@ def build_job(
             ``num_of_gpus``; the jobs ask for none).
         mlflow_uri: also send the sites' figures to MLflow, at this tracking URI (see
             :func:`mlflow_receiver`).
+        he: encrypted aggregation with FLARE's TenSEAL CKKS components (see :func:`use_he`); the
+            system needs the HE contexts of ``nvflare poc prepare --he`` or provisioning's HEBuilder.
 
     Returns:
         The path of the built job.
@@ -107,10 +127,9 @@ def build_job(
     _set_rounds_and_clients(meta, server, num_rounds, min_clients)
     if gpus is not None:
         _set_gpus(meta, gpus)
-    if aggregator is not None:
-        component = _component(server, "aggregator")
-        component["path"] = AGGREGATOR_PATH
-        component.setdefault("args", {}).update(aggregator)
+    if privacy is not None:
+        set_train_result_filter(client, privacy)
+    _set_aggregation(server, client, aggregator, he)
     if workflow:
         _workflow(server, "ScatterAndGather").setdefault("args", {}).update(workflow)
     if resume_from is not None:
@@ -121,8 +140,6 @@ def build_job(
         args = executor_args(client, out_dir / CLIENT_CONFIG)
         for key, value in executor_overrides.items():
             args[key] = {**args[key], **value} if isinstance(value, dict) and isinstance(args.get(key), dict) else value
-    if privacy is not None:
-        set_train_result_filter(client, privacy)
     _derive_server_settings(server, client)
     if mlflow_uri is not None:
         server.setdefault("components", []).append(mlflow_receiver(meta.get("name", job_dir.name), mlflow_uri))
@@ -132,6 +149,18 @@ def build_job(
     write_json(out_dir / CLIENT_CONFIG, client)
     pack_code(out_dir)
     return out_dir
+
+
+def _set_aggregation(server: dict, client: dict, aggregator: dict | None, he: bool) -> None:
+    """The RobustAggregator with ``aggregator``'s args merged in, or encrypted aggregation (:func:`use_he`)."""
+    if he and aggregator is not None:
+        raise JobError("he and aggregator exclude each other: the RobustAggregator cannot read ciphertexts")
+    if aggregator is not None:
+        component = _component(server, "aggregator")
+        component["path"] = AGGREGATOR_PATH
+        component.setdefault("args", {}).update(aggregator)
+    if he:
+        use_he(server, client)  # after the privacy filters: it encrypts last
 
 
 def _set_gpus(meta: dict, gpus: int) -> None:
@@ -176,6 +205,10 @@ def _derive_server_settings(server: dict, client: dict) -> None:
             args["site_local_keys"] = sorted(norm_parameter_names(config.build_model()))
         else:
             args.pop("site_local_keys", None)
+    if config.local_norm and component.get("path") == HE_SERVER_COMPONENTS["aggregator"]["path"]:
+        # The global model would keep those layers plain, outside the aggregate's list of encrypted
+        # layers, and FLARE's HEModelDecryptor fails on them at the sites (KeyError) from round 2 on.
+        raise JobError("he and local_norm exclude each other: FLARE's HE decryptor fails on the layers sites keep")
 
 
 def _executor_entry(client_config: dict) -> dict:
@@ -223,6 +256,46 @@ def set_train_result_filter(client_config: dict, privacy: dict) -> None:
     if entry is not None:
         kept.append({"tasks": ["train"], "filters": [entry]})
     client_config["task_result_filters"] = kept
+
+
+def use_he(server_config: dict, client_config: dict) -> None:
+    """Encrypted aggregation: FLARE's HE components in place of the plain ones (idempotent).
+
+    Sites: each layer of a ``train`` result is weighted by its steps and encrypted last, after the
+    privacy filters (a ``submit_model`` result too, unweighted); the global model is decrypted first,
+    before anything reads it, for ``train`` and ``validate``. Server: it adds ciphertexts (HE
+    aggregator and shareable generator), keeps the global model encrypted on disk (the persistor's
+    serialize filter) and runs HE cross-site evaluation. Our RobustAggregator's checks (NaN, norm
+    bound) need plain updates and are gone.
+    """
+    components = server_config.setdefault("components", [])
+    for component_id, entry in HE_SERVER_COMPONENTS.items():
+        components[:] = [c for c in components if c.get("id") != component_id]
+        components.append({"id": component_id, **copy.deepcopy(entry)})
+    _component(server_config, "persistor").setdefault("args", {})["filter_id"] = "serialize_filter"
+    for workflow in server_config.get("workflows", []):
+        if workflow.get("path", "").endswith("CrossSiteModelEval"):
+            workflow["path"] = HE_CROSS_SITE_PATH
+    for task in ("train", "validate"):
+        chain = _own_chain(client_config.setdefault("task_data_filters", []), task)
+        chain[:] = [{"path": HE_DECRYPTOR_PATH, "args": {}}] + [f for f in chain if f.get("path") != HE_DECRYPTOR_PATH]
+    for task, weigh in (("train", True), ("submit_model", False)):
+        chain = _own_chain(client_config.setdefault("task_result_filters", []), task)
+        chain[:] = [f for f in chain if f.get("path") != HE_ENCRYPTOR_PATH]
+        chain.append({"path": HE_ENCRYPTOR_PATH, "args": {"weigh_by_local_iter": weigh}})
+
+
+def _own_chain(groups: list[dict], task: str) -> list[dict]:
+    """The filters of ``task`` in a filter config (a list of ``{"tasks", "filters"}``), moved into a
+    group of its own (FLARE allows one chain per task and direction) or new; edit the list in place."""
+    filters = []
+    for group in groups:
+        if task in group.get("tasks", []):
+            group["tasks"] = [t for t in group["tasks"] if t != task]
+            filters = copy.deepcopy(group.get("filters", []))
+    groups[:] = [g for g in groups if g.get("tasks")]
+    groups.append({"tasks": [task], "filters": filters})
+    return filters
 
 
 def _component(server_config: dict, component_id: str) -> dict:

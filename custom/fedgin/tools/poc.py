@@ -33,6 +33,7 @@ from fedgin.tools import admin
 from fedgin.tools.cpu_sharing import co_located_env
 from fedgin.tools.dice_table import dice_table
 from fedgin.tools.files import CHECKOUT, checkout_file, write_json
+from fedgin.tools.he import CLIENT_CONTEXT, SERVER_CONTEXT, decrypt_job_model
 from fedgin.tools.jobs import job_training_config
 
 ADMIN = "admin@nvidia.com"
@@ -69,6 +70,11 @@ class PocWorkspace:
     def admin_kit(self) -> Path:
         return self.prod / ADMIN
 
+    @property
+    def he(self) -> bool:
+        """Whether the workspace was prepared with HE contexts (``prepare(..., he=True)``)."""
+        return (self.prod / "server" / "startup" / SERVER_CONTEXT).is_file()
+
     def sites(self) -> list[str]:
         return sorted(p.parent.parent.name for p in self.prod.glob("*/local/" + SITE_CONFIG_NAME))
 
@@ -92,26 +98,39 @@ def nvflare(ws: PocWorkspace, *args: str, timeout: float = 300, extra_env: Mappi
 
 
 def prepare(
-    ws: PocWorkspace, sites: Mapping[str, str | Path], privacy_policy: str | Path | None = PRIVACY_POLICY
+    ws: PocWorkspace,
+    sites: Mapping[str, str | Path],
+    privacy_policy: str | Path | None = PRIVACY_POLICY,
+    he: bool = False,
 ) -> None:
     """A fresh POC workspace with these site names; each site config into that site's ``local/``.
 
     ``privacy_policy`` (default ``poc/privacy.json``) goes to every participant's
-    ``local/privacy.json``; None leaves the sites without one.
+    ``local/privacy.json``; None leaves the sites without one. ``he``: FLARE's HEBuilder also
+    writes TenSEAL contexts into the kits (``nvflare poc prepare --he``), for encrypted aggregation.
     """
     for path in sites.values():
         load_site_config(path)  # fail before anything starts, naming the file
-    nvflare(ws, "poc", "prepare", "-c", *sites, "--force")
+    nvflare(ws, "poc", "prepare", "-c", *sites, "--force", *(["--he"] if he else []))
     for name, path in sites.items():
         local = ws.prod / name / "local"
         write_json(local / SITE_CONFIG_NAME, with_absolute_paths(path))
     if privacy_policy is not None:
         if privacy_policy == PRIVACY_POLICY:
             privacy_policy = checkout_file(PRIVACY_POLICY)
-        policy = Path(privacy_policy).read_text()
-        json.loads(policy)  # a broken policy must fail here, not inside FLARE
-        for name in [*sites, "server"]:  # the server needs the scope names
-            (ws.prod / name / "local" / "privacy.json").write_text(policy)
+        policy = json.loads(Path(privacy_policy).read_text())  # a broken policy must fail here, not inside FLARE
+        for name in sites:
+            write_json(ws.prod / name / "local" / "privacy.json", policy)
+        write_json(ws.prod / "server" / "local" / "privacy.json", server_policy(policy))
+
+
+def server_policy(policy: dict) -> dict:
+    """The server's copy of a sites' privacy policy: the scope names (which the server checks a job's
+    scope against) without the filters. FLARE runs a scope's ``task_result_filters`` at the server
+    too, on every incoming result: the sites' filter would run a second time there, and on
+    ciphertexts (encrypted aggregation) it fails the job."""
+    scopes = [{"name": s["name"], "properties": s.get("properties", {})} for s in policy.get("scopes", [])]
+    return {**{k: v for k, v in policy.items() if k != "scopes"}, "scopes": scopes}
 
 
 def start(ws: PocWorkspace) -> None:
@@ -162,10 +181,22 @@ def stop(ws: PocWorkspace, grace_s: float = 30.0) -> None:
             pass
 
 
-def submit(ws: PocWorkspace, job_dir: str | Path, num_rounds: int | None = None, executor_overrides=None) -> str:
-    """Build the job (our code in app/custom) and submit it as the POC admin; returns the job id."""
+def submit(
+    ws: PocWorkspace,
+    job_dir: str | Path,
+    num_rounds: int | None = None,
+    executor_overrides=None,
+    he: bool | None = None,
+) -> str:
+    """Build the job (our code in app/custom) and submit it as the POC admin; returns the job id.
+
+    ``he``: encrypted aggregation; None: when the workspace has HE contexts (:attr:`PocWorkspace.he`).
+    """
+    he = ws.he if he is None else he
+    if he and not ws.he:
+        raise PocError(f"the POC workspace {ws.root} has no HE contexts: prepare it with --he")
     min_clients = len(ws.sites()) or None
-    return admin.submit(ws.admin_kit, job_dir, num_rounds, min_clients, executor_overrides)
+    return admin.submit(ws.admin_kit, job_dir, num_rounds, min_clients, executor_overrides, he=he)
 
 
 def status(ws: PocWorkspace, job_id: str) -> dict:
@@ -213,16 +244,21 @@ def run_poc(
     evaluate_split: str | None = "test",
     echo: Callable[[str], None] | None = print,
     timeout_s: float = 3600,
+    he: bool = False,
 ) -> dict:
-    """The whole POC flow; always stops the processes. Returns a summary with the results' paths."""
+    """The whole POC flow; always stops the processes. Returns a summary with the results' paths.
+
+    ``he``: encrypted aggregation. The server's final model is then ciphertext
+    (``encrypted_global_model``); ``global_model`` is its copy decrypted with the first site's key.
+    """
     ws = PocWorkspace.at(workspace)
     say = echo or (lambda _: None)
-    say(f"Preparing the POC workspace {ws.root} for {', '.join(sites)} ...")
-    prepare(ws, sites)
+    say(f"Preparing the POC workspace {ws.root} for {', '.join(sites)}{' with HE contexts' if he else ''} ...")
+    prepare(ws, sites, he=he)
     try:
         say("Starting server and clients ...")
         start(ws)
-        job_id = submit(ws, job_dir, num_rounds, executor_overrides)
+        job_id = submit(ws, job_dir, num_rounds, executor_overrides, he=he)
         say(f"Submitted {Path(job_dir).name} as job {job_id}")
         meta = follow(ws, job_id, echo, timeout_s)
         if meta.get("status") != "FINISHED:COMPLETED":
@@ -231,10 +267,17 @@ def run_poc(
     finally:
         say("Stopping the POC system ...")
         stop(ws)
-    model = result_dir / "workspace" / "app_server" / "FL_global_model.pt"
+    app = result_dir / "workspace" / "app_server"
+    model = app / "FL_global_model.pt"
     summary = {"job_id": job_id, "results": str(result_dir), "global_model": str(model)}
+    if he:  # as a site would: the POC machine holds every kit
+        site_key = ws.prod / next(iter(sites)) / "startup" / CLIENT_CONTEXT
+        summary["encrypted_global_model"] = str(model)
+        model = decrypt_job_model(model, site_key, result_dir / "FL_global_model.decrypted.pt", app)
+        summary["global_model"] = str(model)
+        say(f"Decrypted the global model with {next(iter(sites))}'s key: {model}")
     if evaluate_split:
-        config = job_training_config(model.parent)
+        config = job_training_config(app)
         dice = {name: evaluate_model(model, path, split=evaluate_split, config=config) for name, path in sites.items()}
         write_json(ws.root / "results" / "dice.json", dice)
         table = dice_table(dice, title=f"Dice of the final global model (POC job {job_id[:8]}, {evaluate_split} split)")

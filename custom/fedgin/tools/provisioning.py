@@ -20,6 +20,8 @@ from fedgin.tools.files import checkout_file, write_json
 from fedgin.tools.poc import REPO_ROOT, PocError
 
 DEFAULT_PROJECT = "poc/project.yml"  # in the checkout (fedgin.tools.files.checkout_file)
+HE_BUILDER_PATH = "nvflare.lighter.impl.he.HEBuilder"
+SIGNATURE_BUILDER_PATH = "nvflare.lighter.impl.signature.SignatureBuilder"
 
 
 def _outside_repo(path: Path) -> Path:
@@ -29,11 +31,17 @@ def _outside_repo(path: Path) -> Path:
     return path
 
 
-def provision(out_dir: str | Path, project: str | Path = DEFAULT_PROJECT) -> Path:
-    """Startup kits for every participant of ``project``; returns the folder holding one kit each."""
+def provision(out_dir: str | Path, project: str | Path = DEFAULT_PROJECT, he: bool = False) -> Path:
+    """Startup kits for every participant of ``project``; returns the folder holding one kit each.
+
+    ``he``: also FLARE's HEBuilder (TenSEAL CKKS contexts in every kit's ``startup/``, signed with
+    the rest), for jobs built with encrypted aggregation; see :func:`with_he_builder`.
+    """
     out_dir = _outside_repo(out_dir)
     if project == DEFAULT_PROJECT:
         project = checkout_file(DEFAULT_PROJECT)
+    if he:
+        project = with_he_builder(project, out_dir / f"{Path(project).stem}_he.yml")
     home = out_dir / ".home"  # the nvflare CLI writes its config under HOME
     home.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "HOME": str(home)}
@@ -45,6 +53,23 @@ def provision(out_dir: str | Path, project: str | Path = DEFAULT_PROJECT) -> Pat
     if not kits:
         raise PocError(f"nvflare provision wrote no kits under {out_dir}")
     return kits[-1]
+
+
+def with_he_builder(project: str | Path, out_file: str | Path) -> Path:
+    """A copy of ``project`` with FLARE's HEBuilder before the SignatureBuilder (so the contexts are
+    signed, as ``nvflare poc prepare --he`` does); unchanged if it has one already. Returns ``out_file``."""
+    import yaml
+
+    config = yaml.safe_load(Path(project).read_text())
+    builders = config.setdefault("builders", [])
+    if not any(b.get("path") == HE_BUILDER_PATH for b in builders):
+        paths = [b.get("path") for b in builders]
+        at = paths.index(SIGNATURE_BUILDER_PATH) if SIGNATURE_BUILDER_PATH in paths else len(builders)
+        builders.insert(at, {"path": HE_BUILDER_PATH, "args": {}})
+    out_file = Path(out_file)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    out_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    return out_file
 
 
 def install_site_config(kit: str | Path, site_config: str | Path) -> Path:
