@@ -203,7 +203,6 @@ class SegmentationExecutor(Executor):
         return shaped_like(dxo.data, self.trainer.model.state_dict())
 
     def _train(self, shareable: Shareable, fl_ctx: FLContext, abort_signal: Signal) -> Shareable:
-        global_weights = self._received_weights(shareable)
         current_round = shareable.get_header(AppConstants.CURRENT_ROUND, 0)
         num_rounds = shareable.get_header(AppConstants.NUM_ROUNDS, 0)
         min_steps = self._min_steps(shareable)
@@ -213,6 +212,7 @@ class SegmentationExecutor(Executor):
             # server goes on with the other sites while min_clients can still be met (poc/README.md).
             self.log_info(fl_ctx, f"[fedgin] {self.site_name}: round {current_round + 1}: {spent}; not training")
             return make_reply(ReturnCode.EARLY_TERMINATION)
+        global_weights = self._received_weights(shareable)
         self.trainer.set_weights(global_weights)
 
         with self._cpu_turn(fl_ctx, abort_signal) as turn:
