@@ -105,17 +105,9 @@ class HEChain:
 
     @staticmethod
     def ctx(identity: str, current_round: int = 0):
-        from nvflare.apis.fl_constant import FLContextKey, ReservedKey
-        from nvflare.apis.fl_context import FLContext
-        from nvflare.app_common.app_constant import AppConstants
+        from fedgin.tools.he import component_context
 
-        ctx = FLContext()
-        ctx.set_prop(FLContextKey.SECURE_MODE, False, private=True, sticky=False)
-        ctx.set_prop(AppConstants.CURRENT_ROUND, current_round, private=True, sticky=False)
-        peer = FLContext()
-        peer.set_prop(ReservedKey.IDENTITY_NAME, identity, private=False, sticky=False)
-        ctx.set_peer_context(peer)
-        return ctx
+        return component_context(identity, current_round)
 
 
 def timed(fn, *args):

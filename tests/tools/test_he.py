@@ -9,12 +9,20 @@ import tenseal as ts
 import torch
 from fedgin.flare.executor import shaped_like
 from fedgin.seg.training import TrainConfig
-from fedgin.tools.he import CLIENT_CONTEXT, SERVER_CONTEXT, HEError, decrypt_model, encrypted_layers, new_contexts
+from fedgin.tools.he import (
+    CLIENT_CONTEXT,
+    SERVER_CONTEXT,
+    HEError,
+    component_context,
+    decrypt_model,
+    encrypted_layers,
+    new_contexts,
+)
 from fedgin.tools.jobs import HE_CROSS_SITE_PATH, HE_DECRYPTOR_PATH, HE_ENCRYPTOR_PATH, JobError, build_job
 from helpers import ABDOMEN, REPO, TINY_TRAINING
 from nvflare.apis.dxo import DXO, DataKind, MetaKey, from_shareable
 from nvflare.apis.event_type import EventType
-from nvflare.apis.fl_constant import FLContextKey, ReservedKey
+from nvflare.apis.fl_constant import ReservedKey
 from nvflare.apis.fl_context import FLContext
 from nvflare.apis.utils.decomposers import flare_decomposers
 from nvflare.app_common.abstract.model import ModelLearnableKey, make_model_learnable
@@ -44,13 +52,7 @@ def startup(tmp_path, monkeypatch):
 
 
 def _ctx(identity: str, current_round: int = 0) -> FLContext:
-    ctx = FLContext()
-    ctx.set_prop(FLContextKey.SECURE_MODE, False, private=True, sticky=False)
-    ctx.set_prop(AppConstants.CURRENT_ROUND, current_round, private=True, sticky=False)
-    peer = FLContext()
-    peer.set_prop(ReservedKey.IDENTITY_NAME, identity, private=False, sticky=False)
-    ctx.set_peer_context(peer)
-    return ctx
+    return component_context(identity, current_round)
 
 
 def _started(component, ctx):

@@ -90,3 +90,19 @@ def decrypt_job_model(model_path: str | Path, context_path: str | Path, out_path
 
     model = training_config_for(model_path, job_dir).build_model()
     return decrypt_model(model_path, context_path, out_path, {k: v.shape for k, v in model.state_dict().items()})
+
+
+def component_context(identity: str, current_round: int = 0):
+    """An FLContext as FLARE hands one to the HE filters and aggregator of ``identity``'s peer, to run
+    FLARE's HE components outside a FLARE run (the cost bench, tests)."""
+    from nvflare.apis.fl_constant import FLContextKey, ReservedKey
+    from nvflare.apis.fl_context import FLContext
+    from nvflare.app_common.app_constant import AppConstants
+
+    ctx = FLContext()
+    ctx.set_prop(FLContextKey.SECURE_MODE, False, private=True, sticky=False)
+    ctx.set_prop(AppConstants.CURRENT_ROUND, current_round, private=True, sticky=False)
+    peer = FLContext()
+    peer.set_prop(ReservedKey.IDENTITY_NAME, identity, private=False, sticky=False)
+    ctx.set_peer_context(peer)
+    return ctx
