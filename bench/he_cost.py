@@ -6,8 +6,10 @@
     python bench/he_cost.py --smoke --out /tmp/he    # tiny model and data: proves the script runs
 
 Part 1, in one process: the demo's two phantom sites run ``--rounds`` FedAvg rounds of the demo
-configuration (``fedgin_abdomen``, 96 x 96 slices, the job's U-Net) twice from the same start: plain
-(FedAvg of the numpy updates) and through FLARE's own HE components, with FOBS serialization
+configuration (``fedgin_abdomen``, 96 x 96 slices, the job's U-Net) three times from the same start: plain
+(FedAvg of the numpy updates), a control (plain FedAvg with each round's global model perturbed
+uniformly within that round's CKKS error: is a difference at the end HE's or rounding's?) and
+through FLARE's own HE components, with FOBS serialization
 between site and server as on the wire: ``HEModelEncryptor`` at each site, ``fobs`` both ways,
 ``HEInTimeAccumulateWeightedAggregator`` + ``HEModelShareableGenerator`` at the server,
 ``HEModelDecryptor`` + the executor's reshape at the sites. Each trajectory follows its own global
@@ -183,7 +185,7 @@ def in_process(sites: dict, training: dict, rounds: int, work: Path, log) -> dic
     shapes = model.state_dict()
     initial = {k: v.numpy().copy() for k, v in shapes.items()}
     chain = HEChain(work)
-    trainers, data = {"plain": {}, "he": {}}, {}
+    trainers, data = {"plain": {}, "he": {}, "control": {}}, {}
     for name, path in sites.items():
         site_config = copy.deepcopy(config)
         site_config.seed = site_seed(config.seed, name)
@@ -199,6 +201,7 @@ def in_process(sites: dict, training: dict, rounds: int, work: Path, log) -> dic
         for way in trainers:
             trainers[way][name] = Trainer(copy.deepcopy(site_config))
     plain, he, server_model, per_round = dict(initial), dict(initial), make_model_learnable(dict(initial), {}), []
+    control, rng = dict(initial), np.random.default_rng(0)
     for r in range(rounds):
         updates, steps = local_round(trainers["plain"], data, plain, r, rounds)
         plain, plain_s = timed(fedavg, plain, updates, steps)
@@ -209,12 +212,20 @@ def in_process(sites: dict, training: dict, rounds: int, work: Path, log) -> dic
         fig["max_abs_error"] = float(max(np.max(np.abs(he[k] - expected[k])) for k in expected))
         fig["max_abs_weight"] = float(max(np.max(np.abs(expected[k])) for k in expected))
         fig["max_abs_diff_plain_vs_he_trajectory"] = float(max(np.max(np.abs(he[k] - plain[k])) for k in plain))
+        # The control: plain FedAvg plus a perturbation as large as this round's CKKS error, everywhere.
+        updates, steps = local_round(trainers["control"], data, control, r, rounds)
+        control = fedavg(control, updates, steps)
+        err = fig["max_abs_error"]
+        control = {k: (v + rng.uniform(-err, err, v.shape)).astype(v.dtype) for k, v in control.items()}
+        fig["max_abs_diff_plain_vs_control_trajectory"] = float(
+            max(np.max(np.abs(control[k] - plain[k])) for k in plain)
+        )
         per_round.append(fig)
         size = fig["update_bytes"][0] / 2**20
         log(f"  round {r + 1}/{rounds}: an update is {size:.1f} MiB encrypted; error {fig['max_abs_error']:.1e}")
     scorer = trainers["plain"][next(iter(sites))]
     dice = {}
-    for way, weights in (("plain", plain), ("he", he)):
+    for way, weights in (("plain", plain), ("he", he), ("control", control)):
         scorer.set_weights(weights)
         dice[way] = {}
         for name, d in data.items():
@@ -316,13 +327,22 @@ def markdown(report: dict) -> str:
         "| test Dice of the final global model | " + " | ".join(p1["dice"]["plain"]) + " |",
         "|---" * (len(p1["dice"]["plain"]) + 1) + "|",
     ]
-    for way in ("plain", "he"):
-        lines.append(f"| {way} trajectory | " + " | ".join(f"{v:.5f}" for v in p1["dice"][way].values()) + " |")
-    last = p1["rounds"][-1]["max_abs_diff_plain_vs_he_trajectory"]
+    names = {"plain": "plain", "he": "HE", "control": "plain + noise of the CKKS error's size (control)"}
+    for way in [w for w in names if w in p1["dice"]]:
+        cells = " | ".join(f"{v:.5f}" for v in p1["dice"][way].values())
+        lines.append(f"| {names[way]} trajectory | {cells} |")
+    last = p1["rounds"][-1]
     lines += [
         "",
         f"Each trajectory follows its own global model: training amplifies the CKKS rounding, and after "
-        f"{len(p1['rounds'])} rounds the two models' weights differ by up to {last:.1e}.",
+        f"{len(p1['rounds'])} rounds the HE model's weights differ from the plain one's by up to "
+        f"{last['max_abs_diff_plain_vs_he_trajectory']:.1e}"
+        + (
+            f", the control's (plain FedAvg, each round perturbed uniformly within that round's CKKS error) by "
+            f"{last['max_abs_diff_plain_vs_control_trajectory']:.1e}."
+            if "max_abs_diff_plain_vs_control_trajectory" in last
+            else "."
+        ),
     ]
     if report.get("poc"):
         poc = report["poc"]

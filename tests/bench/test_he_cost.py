@@ -20,5 +20,5 @@ def test_he_cost_smoke_writes_the_figures(tmp_path):
         assert figures[key] > 0, key
     assert figures["update_bytes"] > figures["plain_update_bytes"] > 0
     assert figures["max_abs_error"] < 1e-5  # CKKS: the encrypted round is FedAvg
-    assert set(report["in_process"]["dice"]) == {"plain", "he"}
+    assert set(report["in_process"]["dice"]) == {"plain", "he", "control"}
     assert "one site's update as sent" in (tmp_path / "out/he_cost.md").read_text()

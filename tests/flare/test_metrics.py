@@ -2,7 +2,7 @@
 
 import math
 
-from fedgin.flare.metrics import REPORT_PREFIX, RoundReporter, round_scalars
+from fedgin.flare.metrics import DP_SGD_EPSILON, REPORT_PREFIX, RoundReporter, round_scalars
 from fedgin.flare.round_log import parse_round
 from nvflare.apis.analytix import AnalyticsDataType
 from nvflare.apis.fl_context import FLContext
@@ -54,3 +54,16 @@ def test_the_server_line_waits_for_all_figures_in_any_order_and_parses_as_a_roun
     )
     reporter.finalize(FLContext())
     assert parse_round(lines[-1])["site"] == "site-mri" and math.isnan(parse_round(lines[-1])["val_mean_dice"])
+
+
+def test_a_dp_sgd_sites_line_needs_its_epsilon_instead_of_its_loss_and_seconds():
+    reporter = RoundReporter(num_rounds=20)
+    lines = []
+    reporter.log_info = lambda ctx, msg, **kw: lines.append(msg)
+    for tag, value in (("val_dice/mean", 0.2), ("train/steps", 5.0), (DP_SGD_EPSILON, 3.25)):
+        assert lines == []
+        dxo = create_analytic_dxo(tag, value, AnalyticsDataType.SCALAR, global_step=2)
+        reporter.save(FLContext(), dxo.to_shareable(), "site-ct")
+    (line,) = lines
+    assert line.endswith("(DP-SGD, epsilon 3.25: loss and time stay at the site)")
+    assert parse_round(line)["steps"] == 5 and math.isnan(parse_round(line)["loss"])

@@ -28,7 +28,7 @@ from nvflare.app_common.app_constant import AppConstants
 
 from fedgin.flare.cpu_turns import Turn, cpu_turn, turns_lock_path
 from fedgin.flare.local_norm import LOCAL_NORM_FILE
-from fedgin.flare.metrics import round_scalars, send_scalars
+from fedgin.flare.metrics import TRAINING_FIGURES, round_scalars, send_scalars
 from fedgin.flare.privacy import dp_sgd_record
 from fedgin.flare.privacy.ledger import DP_SGD_LEDGER_NAME, budget_spent, ledger_path
 from fedgin.flare.round_log import format_round
@@ -242,7 +242,10 @@ class SegmentationExecutor(Executor):
         )
         waited = f", waited {turn.waited_s:.1f} s for a CPU turn" if turn.waited_s >= 0.05 else ""
         self.log_info(fl_ctx, f"[fedgin] {progress} ({seconds:.1f} s){waited}")
-        send_scalars(self, fl_ctx, round_scalars(initial, stats["loss"], stats["steps"], seconds), current_round + 1)
+        figures = round_scalars(initial, stats["loss"], stats["steps"], seconds)
+        if self.config.dp_sgd.enabled:  # the loss and time over the sampled patients stay here
+            figures = {tag: value for tag, value in figures.items() if tag not in TRAINING_FIGURES}
+        send_scalars(self, fl_ctx, figures, current_round + 1)
         dxo = DXO(
             data_kind=DataKind.WEIGHT_DIFF,
             data=diff,

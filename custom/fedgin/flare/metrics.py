@@ -28,6 +28,13 @@ TB_FOLDER = "tb_events"
 REPORT_PREFIX = "[fedgin] metrics: "
 
 
+# Streamed by a site that trains with DP-SGD (fedgin.flare.privacy.dp_sgd_record).
+DP_SGD_EPSILON = "privacy/dp_sgd_epsilon"
+# Figures of the local training itself: under DP-SGD they depend on the sampled patients outside
+# the mechanism (the loss over them, the time they took), so such a site keeps them in its own log.
+TRAINING_FIGURES = ("train/loss", "train/seconds")
+
+
 def round_scalars(validation: Mapping[str, float], loss: float, steps: int, seconds: float) -> dict[str, float]:
     """A training round's figures under their tags: the received global model's validation Dice per
     organ and mean (``dice_<organ>`` / ``mean_dice`` keys of the Trainer's evaluation), the local
@@ -59,10 +66,11 @@ class RoundReporter(AnalyticsReceiver):
     30 steps (5.5 s)``: the line a person watches in the server's log (and the simulator runner
     echoes), from the events alone; a site's own log keeps its own line. Events may arrive in any
     order: a round's line is written once its four figures are in (at the end of the run for a
-    round that lacks one, e.g. a NaN Dice that was never sent).
+    round that lacks one, e.g. a NaN Dice that was never sent). A DP-SGD site sends its epsilon
+    instead of its loss and seconds, and the line says so.
     """
 
-    LINE_FIGURES = ("val_dice/mean", "train/loss", "train/steps", "train/seconds")
+    LINE_FIGURES = ("val_dice/mean", "train/steps")
 
     def __init__(self, num_rounds: int = 0, events: list[str] | None = None):
         super().__init__(events=events or [FED_METRICS_EVENT])
@@ -77,7 +85,8 @@ class RoundReporter(AnalyticsReceiver):
         key = (record_origin, int(data.step or 0))
         figures = self._rounds.setdefault(key, {})
         figures[data.tag] = float(data.value)
-        if all(tag in figures for tag in self.LINE_FIGURES):
+        private = DP_SGD_EPSILON in figures
+        if all(tag in figures for tag in self.LINE_FIGURES + (() if private else TRAINING_FIGURES)):
             self._report(fl_ctx, key)
 
     def finalize(self, fl_ctx: FLContext):
@@ -89,6 +98,8 @@ class RoundReporter(AnalyticsReceiver):
         figures = self._rounds.pop(key)
         loss, steps = figures.get("train/loss", math.nan), int(figures.get("train/steps", 0))
         line = format_round(step, self.num_rounds, site, figures.get("val_dice/mean", math.nan), loss, steps)
-        self.log_info(
-            fl_ctx, f"{REPORT_PREFIX}{line} ({figures.get('train/seconds', math.nan):.1f} s)", fire_event=False
-        )
+        if DP_SGD_EPSILON in figures:
+            tail = f"(DP-SGD, epsilon {figures[DP_SGD_EPSILON]:.2f}: loss and time stay at the site)"
+        else:
+            tail = f"({figures.get('train/seconds', math.nan):.1f} s)"
+        self.log_info(fl_ctx, f"{REPORT_PREFIX}{line} {tail}", fire_event=False)

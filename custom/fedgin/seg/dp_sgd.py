@@ -21,8 +21,10 @@ Opacus's accountant (RDP by default, or PRV / GDP) composes the steps of (sigma,
 (epsilon, delta) per patient. GIN runs on each slice before the forward pass and uses no other
 slice, so it costs nothing; augmentations that mix samples (``amplitude``) are refused.
 
-The noise comes from a generator seeded by ``noise_seed``, which must stay secret at the site:
-whoever knows it can regenerate the noise. None (the default) draws it from the operating
+The noise and the Poisson sampling come from generators seeded by ``noise_seed``, which must stay
+secret at the site: whoever knows it can regenerate the noise, and whoever knows which patients
+joined a step loses the amplification by subsampling the accountant counts on. (The job's ``seed``,
+which the server knows, seeds only the GIN draws.) None (the default) draws it from the operating
 system's entropy; the site's privacy record keeps it so the site (only) can reproduce a run.
 """
 
@@ -137,6 +139,7 @@ class PatientDPSGD:
         self.steps_per_epoch = math.ceil(1.0 / self.sample_rate)
         self.noise_seed = secrets.randbits(63) if config.noise_seed is None else int(config.noise_seed)
         self.noise_generator = torch.Generator(device=device).manual_seed(self.noise_seed)
+        self.sampling_generator = torch.Generator().manual_seed((self.noise_seed + 1) % 2**63)
         self.device = device
         self.history: list[tuple[float, float, int]] = []  # (sigma, q, steps), Opacus's layout
 
@@ -156,8 +159,10 @@ class PatientDPSGD:
             self.history.append((sigma, q, 1))
 
     # -- steps -------------------------------------------------------------------------------
-    def sample(self, generator: torch.Generator) -> torch.Tensor:
-        """Sample indices of one step: Poisson over patients, then up to k slices of each."""
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Sample indices of one step: Poisson over patients, then up to k slices of each; from the
+        secret :attr:`sampling_generator` unless ``generator`` is given (tests)."""
+        generator = self.sampling_generator if generator is None else generator
         joined = (torch.rand(self.num_patients, generator=generator) < self.sample_rate).nonzero(as_tuple=True)[0]
         chosen = []
         for p in joined.tolist():

@@ -297,7 +297,7 @@ class Trainer:
         for step in range(steps):
             if should_abort():
                 return {"loss": _mean(losses), "steps": step, "aborted": True, "epsilon": private.epsilon()}
-            idx = private.sample(self.shuffle_generator)
+            idx = private.sample()  # secret sampling: the job's seed is known to the server
             loss = private.step(idx, lambda i: self._loss(*self._batch(data, i, labelled)))
             if math.isfinite(loss):
                 losses.append(loss)

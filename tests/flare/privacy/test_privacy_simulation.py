@@ -97,4 +97,6 @@ def _check_dp_sgd(workspace, site: str, site_log: str, datalist) -> None:
         2: pytest.approx(expected[1], rel=1e-5),
     }
     assert tags["privacy/dp_sgd_delta"] == {1: pytest.approx(1e-5), 2: pytest.approx(1e-5)}
+    # The loss and seconds over the sampled patients are outside the mechanism: they stay at the site.
+    assert "train/steps" in tags and not {"train/loss", "train/seconds"} & set(tags)
     assert f"privacy: {site} trained its last DP-SGD round within budget" in site_log

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fedgin.flare.metrics import DP_SGD_EPSILON
 from fedgin.flare.privacy.ledger import json_epsilon, read_ledger, write_ledger
 from fedgin.seg.dp_sgd import PatientDPSGD
 
 META_EPSILON = "dp_sgd_epsilon"
 META_DELTA = "dp_sgd_delta"
-SCALAR_EPSILON = "privacy/dp_sgd_epsilon"
+SCALAR_EPSILON = DP_SGD_EPSILON
 SCALAR_DELTA = "privacy/dp_sgd_delta"
 
 
