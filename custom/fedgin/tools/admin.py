@@ -28,18 +28,25 @@ def session(admin_kit: str | Path, timeout: float = 30.0):
     return new_secure_session(admin_kit.name, str(admin_kit), timeout=timeout)
 
 
-def stage(admin_kit, job_dir, num_rounds=None, min_clients=None, executor_overrides=None, he=False) -> str:
+def stage(
+    admin_kit, job_dir, num_rounds=None, min_clients=None, executor_overrides=None, he=False, installed_code=False
+) -> str:
     """Build ``job_dir`` into the kit's ``transfer/`` folder, where the admin console's
     ``submit_job NAME`` (and the FLARE API, given a bare name) looks for it; returns NAME.
-    ``he``: encrypted aggregation (the kits need HE contexts, see fedgin.tools.he)."""
+    ``he``: encrypted aggregation (the kits need HE contexts, see fedgin.tools.he).
+    ``installed_code``: without our code in ``app/custom``, for sites that run an installed fedgin."""
     name = Path(job_dir).resolve().name
-    build_job(job_dir, Path(admin_kit) / "transfer" / name, num_rounds, min_clients, executor_overrides, he=he)
+    out = Path(admin_kit) / "transfer" / name
+    build_job(job_dir, out, num_rounds, min_clients, executor_overrides, he=he, installed_code=installed_code)
     return name
 
 
-def submit(admin_kit, job_dir, num_rounds=None, min_clients=None, executor_overrides=None, he=False) -> str:
-    """Stage the job (our code in app/custom) and submit it by name, as the console does; returns the job id."""
-    name = stage(admin_kit, job_dir, num_rounds, min_clients, executor_overrides, he)
+def submit(
+    admin_kit, job_dir, num_rounds=None, min_clients=None, executor_overrides=None, he=False, installed_code=False
+) -> str:
+    """Stage the job (our code in app/custom unless ``installed_code``) and submit it by name, as the
+    console does; returns the job id."""
+    name = stage(admin_kit, job_dir, num_rounds, min_clients, executor_overrides, he, installed_code)
     sess = session(admin_kit)
     try:
         return sess.submit_job(name)
@@ -104,6 +111,17 @@ def download(admin_kit, job_id: str, out_dir) -> Path:
         sess.close()
 
 
+def deploy_refusals(meta: dict) -> dict[str, str]:
+    """Participants that did not take a job, each with FLARE's reason (the job meta's deploy detail:
+    e.g. ``{"site-ct-c": "BYOC not permitted"}``, a site that runs no code sent with jobs)."""
+    refused = {}
+    for entry in meta.get("job_deploy_detail", []):
+        name, _, reason = str(entry).partition(": ")
+        if reason and reason != "OK":
+            refused[name] = reason.removeprefix("NVFLARE_ERROR: ")
+    return refused
+
+
 def cross_site_table(result_dir: str | Path) -> str:
     """Markdown: each site's validation mean Dice of each global model (FLARE's cross-site results)."""
     path = Path(result_dir) / "workspace" / "cross_site_val" / "cross_val_results.json"
@@ -128,13 +146,18 @@ def run_job(
     echo: Callable[[str], None] | None = print,
     timeout: float = 0,
     he: bool = False,
+    installed_code: bool = False,
 ) -> dict:
     """Submit, follow, download and tabulate a job: the admin's one command."""
     out_dir = Path(out_dir)
-    job_id = submit(admin_kit, job_dir, num_rounds, min_clients, executor_overrides, he)
+    job_id = submit(admin_kit, job_dir, num_rounds, min_clients, executor_overrides, he, installed_code)
     if echo:
         echo(f"Submitted {Path(job_dir).name} as job {job_id}")
     meta = follow(admin_kit, job_id, echo, timeout)
+    refused = deploy_refusals(meta)
+    if echo:
+        for name, reason in refused.items():
+            echo(f"  {name} did not take the job: {reason}")
     if meta.get("status") != "FINISHED:COMPLETED":
         raise AdminError(f"job {job_id} ended as {meta.get('status')}")
     result = download(admin_kit, job_id, out_dir / "results")
@@ -144,4 +167,4 @@ def run_job(
         echo("\nMean Dice of the global models on each site's validation split:\n" + table)
         if he:
             echo("The global model is encrypted: a site decrypts it with `python -m fedgin decrypt-model`.")
-    return {"job_id": job_id, "result": str(result), "table": table}
+    return {"job_id": job_id, "result": str(result), "table": table, "refused": refused}

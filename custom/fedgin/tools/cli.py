@@ -153,8 +153,10 @@ def cmd_build_job(args) -> int:
         executor_overrides=_training_overrides(args),
         gpus=args.gpus,
         he=args.he,
+        installed_code=args.installed_code,
     )
-    print(f"built {out} (fedgin code packed into app/custom{'; encrypted aggregation' if args.he else ''})")
+    code = "no app/custom: the sites' installed fedgin" if args.installed_code else "fedgin code packed into app/custom"
+    print(f"built {out} ({code}{'; encrypted aggregation' if args.he else ''})")
     return 0
 
 
@@ -287,6 +289,24 @@ def cmd_provision(args) -> int:
     return 0
 
 
+def cmd_site_policy(args) -> int:
+    from fedgin.tools import site_policy
+
+    steps = [
+        (args.refuse_byoc, site_policy.refuse_byoc, ()),
+        (args.allow_installed_fedgin, site_policy.allow_installed_fedgin, ()),
+        (args.privacy, site_policy.require_privacy_scope, (args.privacy,)),
+        (args.storage, site_policy.keep_server_storage, (args.storage,)),
+    ]
+    if not any(wanted for wanted, _, _ in steps):
+        raise ValueError("nothing to do: give --refuse-byoc, --allow-installed-fedgin, --privacy or --storage")
+    for wanted, step, extra in steps:
+        if wanted:
+            print(f"{step.__name__}: wrote {step(args.kit, *extra)}")
+    print("Restart the participant for authorization.json and privacy.json to take effect.")
+    return 0
+
+
 def cmd_admin(args) -> int:
     from fedgin.tools import admin
 
@@ -301,9 +321,11 @@ def cmd_admin(args) -> int:
             executor_overrides=_training_overrides(args),
             timeout=args.timeout,
             he=args.he,
+            installed_code=args.installed_code,
         )
     elif args.admin_command == "stage":
-        name = admin.stage(kit, args.job, args.rounds, args.min_clients, _training_overrides(args), he=args.he)
+        overrides = _training_overrides(args)
+        name = admin.stage(kit, args.job, args.rounds, args.min_clients, overrides, args.he, args.installed_code)
         print(f"staged in {kit}/transfer/{name}: in the admin console run `submit_job {name}`")
     elif args.admin_command == "list":
         for job in admin.list_jobs(kit):
@@ -473,6 +495,18 @@ def _add_provision_parser(sub) -> None:
     p.set_defaults(func=cmd_provision)
 
 
+def _add_site_policy_parser(sub) -> None:
+    p = sub.add_parser("site-policy", help="a participant's own rules in its kit's local/ (BYOC, classes, privacy)")
+    p.add_argument("kit", help="the participant's startup kit folder (a site's, or the server's)")
+    p.add_argument("--refuse-byoc", action="store_true", help="run no code that comes with a job (any submitter)")
+    p.add_argument(
+        "--allow-installed-fedgin", action="store_true", help="allow fedgin's classes for jobs built --installed-code"
+    )
+    p.add_argument("--privacy", default=None, help="privacy.json (e.g. poc/privacy.json): filters every job gets")
+    p.add_argument("--storage", default=None, help="server only: keep the job store and snapshots in this folder")
+    p.set_defaults(func=cmd_site_policy)
+
+
 def _add_admin_parser(sub) -> None:
     p = sub.add_parser("admin", help="submit, follow, download, list and abort jobs with an admin startup kit")
     admin_sub = p.add_subparsers(dest="admin_command", required=True)
@@ -491,6 +525,7 @@ def _add_admin_parser(sub) -> None:
             q.add_argument("--min-clients", type=int, default=None)
             _gin_flags(q)
             _he_flag(q)
+            _installed_code_flag(q)
         if name in ("download", "abort"):
             q.add_argument("job_id")
         if name in ("run", "download"):
@@ -508,7 +543,17 @@ def _add_build_job_parser(sub) -> None:
     p.add_argument("--gpus", type=int, default=None, help="GPUs each site reserves for the job (default: 0)")
     _gin_flags(p)
     _he_flag(p)
+    _installed_code_flag(p)
     p.set_defaults(func=cmd_build_job)
+
+
+def _installed_code_flag(p) -> None:
+    p.add_argument(
+        "--installed-code",
+        action="store_true",
+        help="no app/custom: for sites that refuse code sent with jobs and run an installed fedgin "
+        "(they allow its classes: `python -m fedgin site-policy --allow-installed-fedgin`)",
+    )
 
 
 def _he_flag(p, default: bool | None = False) -> None:
@@ -624,6 +669,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_simulate_parser(sub)
     _add_poc_parser(sub)
     _add_provision_parser(sub)
+    _add_site_policy_parser(sub)
     _add_admin_parser(sub)
     _add_build_job_parser(sub)
     _add_decrypt_model_parser(sub)

@@ -84,6 +84,7 @@ def build_job(
     gpus: int | None = None,
     mlflow_uri: str | None = None,
     he: bool = False,
+    installed_code: bool = False,
 ) -> Path:
     """Copy ``job_dir`` to ``out_dir`` with our package in ``app/custom`` and optional overrides.
 
@@ -109,6 +110,9 @@ def build_job(
             :func:`mlflow_receiver`).
         he: encrypted aggregation with FLARE's TenSEAL CKKS components (see :func:`use_he`); the
             system needs the HE contexts of ``nvflare poc prepare --he`` or provisioning's HEBuilder.
+        installed_code: no ``app/custom``: the participants run the fedgin they installed, and FLARE
+            checks every class against each one's ``class_allow_list`` instead of the submitter's
+            ``byoc`` right (see :mod:`fedgin.tools.site_policy`). Refused with test doubles.
 
     Returns:
         The path of the built job.
@@ -147,7 +151,13 @@ def build_job(
     write_json(out_dir / "meta.json", meta)
     write_json(out_dir / SERVER_CONFIG, server)
     write_json(out_dir / CLIENT_CONFIG, client)
-    pack_code(out_dir)
+    if installed_code:
+        configs = json.dumps([server, client])
+        if "fedgin.tools." in configs:
+            raise JobError(f"{job_dir}: names fedgin.tools classes, which only travel with a job (not installed_code)")
+        shutil.rmtree(out_dir / "app" / "custom", ignore_errors=True)
+    else:
+        pack_code(out_dir)
     return out_dir
 
 
