@@ -19,6 +19,7 @@ import json
 import re
 import shutil
 import socket
+import ssl
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +46,14 @@ from fedgin.tools.provisioning import (
     shutdown_all,
     start_participant,
 )
-from fedgin.tools.site_policy import allow_installed_fedgin, keep_server_storage, refuse_byoc, require_privacy_scope
+from fedgin.tools.site_policy import (
+    ASYNCIO_DEBUG_ENV,
+    allow_installed_fedgin,
+    keep_server_storage,
+    log_tls_failures,
+    refuse_byoc,
+    require_privacy_scope,
+)
 from helpers import REPO, TINY_TRAINING
 from nvflare.fuel.flare_api.api_spec import AuthorizationError
 
@@ -117,9 +125,10 @@ def federation(tmp_path_factory):
     require_privacy_scope(kits / "server", root / "project_privacy.json")
     allow_installed_fedgin(kits / "server")
     keep_server_storage(kits / "server", root / "server_storage")
+    log_tls_failures(kits / "server")
 
     fed = Federation(kits, root, data, root / "server.out")
-    fed.procs.append(start_participant(kits / "server", fed.server_out))
+    fed.procs.append(start_participant(kits / "server", fed.server_out, env=ASYNCIO_DEBUG_ENV))
     try:
         _wait_for(lambda: not _port_free(PORT), 60, "the server to listen")
         fed.procs += [start_participant(kits / s, root / f"{s}.out") for s in SITES]
@@ -271,6 +280,19 @@ def _log_says(path: Path, pattern: str, timeout: float) -> bool:
     return False
 
 
+def _tls_answer(startup: Path, root_ca: Path) -> bytes:
+    """What the server answers a TLS client presenting ``startup``'s certificate and trusting ``root_ca``."""
+    context = ssl.create_default_context(cafile=str(root_ca))
+    context.check_hostname = False
+    context.load_cert_chain(str(startup / "client.crt"), str(startup / "client.key"))
+    try:
+        with socket.create_connection(("127.0.0.1", PORT), timeout=10) as raw, context.wrap_socket(raw) as tls:
+            tls.sendall(b"GET / HTTP/1.1\r\nHost: server\r\n\r\n")
+            return tls.recv(100)
+    except (ssl.SSLError, OSError):
+        return b""
+
+
 def test_kits_of_another_ca_or_with_another_sites_certificate_cannot_connect(federation, tmp_path):
     fed = federation
     other = provision(tmp_path / "other", DEFAULT_PROJECT)  # same project and names, another root CA
@@ -293,6 +315,11 @@ def test_kits_of_another_ca_or_with_another_sites_certificate_cannot_connect(fed
         impostor = r"authenticated as 'site-ct-a' but claimed endpoint 'site-ct-c' requires identity 'site-ct-c'"
         assert _log_says(server_log, impostor, 60), "no rejection of the impostor in the server's log"
         assert _log_says(intruders["other_ca"] / "log.txt", r"CERTIFICATE_VERIFY_FAILED", 60)
+        # A TLS client with the foreign certificate that trusts our (public) root CA, as the intruder's
+        # kit above does: the server ends the handshake and (asyncio's debug records kept) says why.
+        assert _tls_answer(other / "site-mri-b/startup", fed.kit("site-mri-b") / "startup/rootCA.pem") == b""
+        tls = r"SSL handshake failed on verifying the certificate[\s\S]*?CERTIFICATE_VERIFY_FAILED"
+        assert _log_says(server_log, tls, 30), "no failed TLS handshake in the server's log"
         assert _log_says(tmp_path / "signed.out", r"not secure content\.\s+client\.crt", 30)  # FLARE's kit check
         time.sleep(5)
         for kit in intruders.values():

@@ -12,6 +12,7 @@ from fedgin.tools.site_policy import (
     SitePolicyError,
     allow_installed_fedgin,
     keep_server_storage,
+    log_tls_failures,
     refuse_byoc,
     require_privacy_scope,
 )
@@ -110,3 +111,10 @@ def test_a_job_for_installed_fedgin_carries_no_code(tmp_path):
             executor_path=FAULTY_EXECUTOR_PATH,
             installed_code=True,
         )
+
+
+def test_tls_failures_are_kept_from_asyncios_own_logger(kits):
+    config = _json(log_tls_failures(kits / "server"))
+    default = _json(kits / "server/local/log_config.json.default")
+    assert config["loggers"] == {**default["loggers"], "asyncio": {"level": "DEBUG"}}
+    assert config["handlers"] == default["handlers"]  # the same files, log.txt included

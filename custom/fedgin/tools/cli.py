@@ -297,13 +297,18 @@ def cmd_site_policy(args) -> int:
         (args.allow_installed_fedgin, site_policy.allow_installed_fedgin, ()),
         (args.privacy, site_policy.require_privacy_scope, (args.privacy,)),
         (args.storage, site_policy.keep_server_storage, (args.storage,)),
+        (args.log_tls_failures, site_policy.log_tls_failures, ()),
     ]
     if not any(wanted for wanted, _, _ in steps):
-        raise ValueError("nothing to do: give --refuse-byoc, --allow-installed-fedgin, --privacy or --storage")
+        raise ValueError(
+            "nothing to do: give --refuse-byoc, --allow-installed-fedgin, --privacy, --storage or --log-tls-failures"
+        )
     for wanted, step, extra in steps:
         if wanted:
             print(f"{step.__name__}: wrote {step(args.kit, *extra)}")
-    print("Restart the participant for authorization.json and privacy.json to take effect.")
+    print("Restart the participant for authorization.json, privacy.json and log_config.json to take effect.")
+    if args.log_tls_failures:
+        print("Start it with PYTHONASYNCIODEBUG=1 in its environment: asyncio logs TLS failures only then.")
     return 0
 
 
@@ -504,6 +509,11 @@ def _add_site_policy_parser(sub) -> None:
     )
     p.add_argument("--privacy", default=None, help="privacy.json (e.g. poc/privacy.json): filters every job gets")
     p.add_argument("--storage", default=None, help="server only: keep the job store and snapshots in this folder")
+    p.add_argument(
+        "--log-tls-failures",
+        action="store_true",
+        help="log why a TLS handshake failed (needs PYTHONASYNCIODEBUG=1 when the participant starts)",
+    )
     p.set_defaults(func=cmd_site_policy)
 
 

@@ -110,9 +110,8 @@ def build_job(
             :func:`mlflow_receiver`).
         he: encrypted aggregation with FLARE's TenSEAL CKKS components (see :func:`use_he`); the
             system needs the HE contexts of ``nvflare poc prepare --he`` or provisioning's HEBuilder.
-        installed_code: no ``app/custom``: the participants run the fedgin they installed, and FLARE
-            checks every class against each one's ``class_allow_list`` instead of the submitter's
-            ``byoc`` right (see :mod:`fedgin.tools.site_policy`). Refused with test doubles.
+        installed_code: no ``app/custom``: the participants run their installed fedgin, FLARE checks
+            each class against their ``class_allow_list`` (:mod:`fedgin.tools.site_policy`).
 
     Returns:
         The path of the built job.
@@ -141,9 +140,7 @@ def build_job(
     if executor_path:
         _executor_entry(client)["path"] = executor_path
     if executor_overrides:
-        args = executor_args(client, out_dir / CLIENT_CONFIG)
-        for key, value in executor_overrides.items():
-            args[key] = {**args[key], **value} if isinstance(value, dict) and isinstance(args.get(key), dict) else value
+        _override_executor_args(executor_args(client, out_dir / CLIENT_CONFIG), executor_overrides)
     _derive_server_settings(server, client)
     if mlflow_uri is not None:
         server.setdefault("components", []).append(mlflow_receiver(meta.get("name", job_dir.name), mlflow_uri))
@@ -151,14 +148,14 @@ def build_job(
     write_json(out_dir / "meta.json", meta)
     write_json(out_dir / SERVER_CONFIG, server)
     write_json(out_dir / CLIENT_CONFIG, client)
-    if installed_code:
-        configs = json.dumps([server, client])
-        if "fedgin.tools." in configs:
-            raise JobError(f"{job_dir}: names fedgin.tools classes, which only travel with a job (not installed_code)")
-        shutil.rmtree(out_dir / "app" / "custom", ignore_errors=True)
-    else:
-        pack_code(out_dir)
+    (drop_code if installed_code else pack_code)(out_dir)
     return out_dir
+
+
+def _override_executor_args(args: dict, overrides: dict) -> None:
+    """``overrides`` into our executor's ``args``; a dict value is merged into a dict arg (``model``)."""
+    for key, value in overrides.items():
+        args[key] = {**args[key], **value} if isinstance(value, dict) and isinstance(args.get(key), dict) else value
 
 
 def _set_aggregation(server: dict, client: dict, aggregator: dict | None, he: bool) -> None:
@@ -250,6 +247,18 @@ def pack_code(job: Path) -> Path:
         else:
             shutil.copy2(src, dst)
     return custom
+
+
+def drop_code(job: Path) -> None:
+    """No ``app/custom``: the participants run their installed fedgin (see :mod:`fedgin.tools.site_policy`).
+
+    Raises:
+        JobError: when the job names test doubles (``fedgin.tools.*``), which are never installed code.
+    """
+    configs = " ".join(p.read_text() for p in (job / "app" / "config").glob("*.json"))
+    if "fedgin.tools." in configs:
+        raise JobError(f"{job}: names fedgin.tools classes, which only travel with a job (not installed_code)")
+    shutil.rmtree(job / "app" / "custom", ignore_errors=True)
 
 
 def set_train_result_filter(client_config: dict, privacy: dict) -> None:

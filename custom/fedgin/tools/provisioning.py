@@ -79,10 +79,11 @@ def install_site_config(kit: str | Path, site_config: str | Path) -> Path:
     return target
 
 
-def start_participant(kit: str | Path, log_file: str | Path) -> subprocess.Popen:
-    """Run a kit's ``startup/start.sh`` (server or client) with this Python on PATH."""
+def start_participant(kit: str | Path, log_file: str | Path, env: dict | None = None) -> subprocess.Popen:
+    """Run a kit's ``startup/start.sh`` (server or client) with this Python on PATH (and ``env`` added)."""
     kit = Path(kit)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, **(env or {}), "PATH": path}
     with open(log_file, "w") as log:
         return subprocess.Popen(
             ["bash", str(kit / "startup" / "start.sh")],

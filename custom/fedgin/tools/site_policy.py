@@ -13,6 +13,8 @@ Three FLARE files, each starting from the ``.default`` (or ``.sample``) provisio
   whatever the job says; a job naming a scope the site lacks is refused
   (:func:`require_privacy_scope`). The server gets the scope names only (see
   :func:`fedgin.tools.poc.server_policy`). Read when the participant starts.
+- ``log_config.json``: :func:`log_tls_failures` makes the server's log say why a TLS handshake
+  failed (a client certificate our root CA did not sign), which FLARE 2.9 does not log otherwise.
 """
 
 from __future__ import annotations
@@ -123,4 +125,21 @@ def keep_server_storage(kit: str | Path, folder: str | Path) -> Path:
     job_manager.setdefault("args", {})["uri_root"] = str(folder / "jobs-storage")
     snapshot["root_dir"] = str(folder / "snapshot-storage")
     write_json(target, resources)
+    return target
+
+
+# Python's asyncio reports a failed TLS handshake only in debug mode, at DEBUG level on its own logger.
+ASYNCIO_DEBUG_ENV = {"PYTHONASYNCIODEBUG": "1"}
+
+
+def log_tls_failures(kit: str | Path) -> Path:
+    """``local/log_config.json`` that keeps asyncio's DEBUG records (``SSL handshake failed on
+    verifying the certificate``, with the reason); start the participant with
+    ``PYTHONASYNCIODEBUG=1`` (:data:`ASYNCIO_DEBUG_ENV`) so that asyncio writes them. Returns the path."""
+    target, config = _local(kit, "log_config.json")
+    loggers = config.get("loggers")
+    if not isinstance(loggers, dict):
+        raise SitePolicyError(f"{target}: no 'loggers' object")
+    loggers["asyncio"] = {"level": "DEBUG"}
+    write_json(target, config)
     return target
