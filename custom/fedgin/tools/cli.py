@@ -226,6 +226,7 @@ def experiment_config(args):
         methods=tuple(m for m in args.methods.split(",") if m) if args.methods else None,
         zero_mri=False if args.no_zero_mri else None,
         partial_organs=tuple(o for o in partial.split(",") if o) if partial is not None else None,
+        partial_methods=tuple(m for m in args.partial_methods.split(",") if m) if args.partial_methods else None,
         training=training,
         augmentations=tuple(a for a in args.augmentations.split(",") if a) if args.augmentations else None,
         augmentation_ratio=args.augmentation_ratio,
@@ -628,6 +629,12 @@ def _add_experiment_parser(sub) -> None:
         "--partial-organs",
         default=None,
         help="organs MRI sites lack in the partial-labels setting (default pancreas,gallbladder; '' skips)",
+    )
+    p.add_argument(
+        "--partial-methods",
+        default=None,
+        help="methods of the partial-labels setting (default fedgin_marginal,fedgin_background,"
+        "fedavg_marginal,fedavg_background)",
     )
     p.add_argument("--spatial-size", type=int, default=None, help="training slice size (default 64, quick 48)")
     p.add_argument(

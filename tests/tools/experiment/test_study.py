@@ -17,6 +17,11 @@ def test_cli_quick_grid_is_the_quick_config():
     args = build_parser().parse_args(["experiment", "--seeds", "2", "--ratios", "1,5", "--partial-organs", ""])
     config = experiment_config(args)
     assert config.seeds == (0, 1) and config.ratios == (1, 5) and "partial_mri1_ct2" not in config.settings()
+    args = build_parser().parse_args(["experiment", "--partial-methods", "fedgin_marginal"])
+    partial = [r.method for r in experiment_config(args).runs() if r.setting.startswith("partial")]
+    assert partial == ["fedgin_marginal"] * 3  # three seeds
+    with pytest.raises(ValueError, match="unknown partial-labels method"):
+        ExperimentConfig(partial_methods=("fedgin",))
     args = build_parser().parse_args(["experiment", "--ratios", "1", "--augmentations", "randconv,gin_ipa"])
     config = experiment_config(args)
     # The comparison's ratio (1:2) joins the grid with the baselines it is compared against.
@@ -37,6 +42,7 @@ def test_quick_study_runs_every_method_and_writes_the_report(tmp_path):
         # The family with its own plumbing (norm weights kept per site); the others (gin_ipa, randconv,
         # amplitude) take plain GIN's path through the study (every family trains in test_augmentation).
         augmentations=("local_norm",),
+        partial_methods=("fedgin_marginal", "fedgin_background"),  # FedAvg's pair runs the same way
     )
     lines = []
     outcome = run_grid(config, tmp_path / "study", REPO / "jobs", echo=lines.append)
@@ -45,6 +51,7 @@ def test_quick_study_runs_every_method_and_writes_the_report(tmp_path):
     assert ran == {(run.setting, run.method) for run in config.runs()}
     families = ("randconv", "amplitude", "gin_ipa")
     left_out = {f"{kind}_{family}" for kind in ("fedavg", "centralized") for family in families}
+    left_out |= {"fedavg_marginal", "fedavg_background"}
     assert {m for _, m in ran} == set(METHOD_LABELS) - left_out  # every other method of the study ran
 
     report = outcome["report"]
@@ -55,7 +62,6 @@ def test_quick_study_runs_every_method_and_writes_the_report(tmp_path):
         assert method in left_out or f"| {label} |" in text or f" {label} |" in text
     assert "FedGIN over FedAvg, MRI" in text and "FedGIN as % of centralized, CT" in text
     assert "FedGIN: marginal loss over absent = background, MRI" in text
-    assert "FedAvg: marginal loss over absent = background, CT" in text
     # The augmentation comparison: every family trained centralized and federated (through FLARE).
     assert "## Augmentation families" in text and "**FedAvg, test on MRI**" in text
     assert "| family | ms per step | extra vs none |" in text

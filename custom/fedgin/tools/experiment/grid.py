@@ -77,6 +77,7 @@ class ExperimentConfig:
         ratios: MRI:CT training-case ratios as 1:k, given as k (1 → 1:1, 5 → 1:5).
         zero_mri: also run the setting where MRI has no labels at all (CT trains alone).
         partial_organs: organs the MRI sites do not label in the partial-labels setting (empty: skip).
+        partial_methods: the methods of that setting (a part of :data:`PARTIAL_METHODS`).
         partial_ratio: the ratio (k) used for the partial-labels setting.
         methods: methods of the ratio settings.
         seeds: training seeds (model initialization, batch order, GIN draws); data stay fixed.
@@ -96,6 +97,7 @@ class ExperimentConfig:
     zero_mri: bool = True
     partial_organs: tuple[str, ...] = ("pancreas", "gallbladder")
     partial_ratio: int = 2
+    partial_methods: tuple[str, ...] = PARTIAL_METHODS
     methods: tuple[str, ...] = DEFAULT_METHODS
     seeds: tuple[int, ...] = (0, 1, 2)
     rounds: int = 20
@@ -127,6 +129,9 @@ class ExperimentConfig:
             raise ValueError("give at least one seed")
         if any(int(k) < 1 for k in self.ratios):
             raise ValueError(f"ratios are k of MRI:CT = 1:k with k >= 1, got {list(self.ratios)}")
+        unknown = sorted(set(self.partial_methods) - set(PARTIAL_METHODS))
+        if unknown:
+            raise ValueError(f"unknown partial-labels method(s) {unknown}; known: {list(PARTIAL_METHODS)}")
         bad = sorted(set(self.augmentations) - set(AUGMENTATION_FAMILIES))
         if bad:
             raise ValueError(f"unknown augmentation famil(ies) {bad}; known: {list(AUGMENTATION_FAMILIES)}")
@@ -170,13 +175,13 @@ class ExperimentConfig:
             if self.zero_mri:
                 runs += [Run("mri0", m, seed) for m in ZERO_MRI_METHODS]
             if self.partial_organs:
-                runs += [Run(partial_setting(self.partial_ratio), m, seed) for m in PARTIAL_METHODS]
+                runs += [Run(partial_setting(self.partial_ratio), m, seed) for m in self.partial_methods]
         return runs
 
     def fingerprint(self, run: Run) -> str:
         """Hash of everything that decides a run's result: a finished run is reused only if it matches."""
         relevant = self.to_dict()
-        for key in ("ratios", "seeds", "methods", "zero_mri", "augmentations", "augmentation_ratio"):
+        for key in ("ratios", "seeds", "methods", "partial_methods", "zero_mri", "augmentations", "augmentation_ratio"):
             relevant.pop(key)  # the grid's extent, not this run's content
         if not run.setting.startswith("partial"):
             relevant.pop("partial_organs")
