@@ -1,5 +1,7 @@
 """The Executor's task contract, called directly the way FLARE calls it."""
 
+import json
+
 import numpy as np
 import pytest
 from fedgin.flare.executor import SegmentationExecutor, find_site_config
@@ -36,8 +38,14 @@ def executor(fixture_sites):
     return ex
 
 
-def test_train_returns_a_weight_diff_and_submit_model_the_local_weights(executor):
+def test_train_returns_a_weight_diff_and_submit_model_the_local_weights_only_if_the_site_shares_it(
+    executor, fixture_sites
+):
     ctx, signal = FLContext(), Signal()
+    config = fixture_sites["site-ct"]
+    shared = config.parent / "shared.json"  # beside it: the same relative data paths
+    shared.write_text(json.dumps({**json.loads(config.read_text()), "share_local_model": True}))
+    executor.setup(shared, FLContext())
     before = executor.execute("submit_model", DXO(DataKind.WEIGHTS, {}).to_shareable(), ctx, signal)
     assert before.get_return_code() == ReturnCode.EMPTY_RESULT
 
@@ -58,6 +66,16 @@ def test_train_returns_a_weight_diff_and_submit_model_the_local_weights(executor
     assert after.data_kind == DataKind.WEIGHTS
     for k in weights:  # the local model is the global one plus the diff
         np.testing.assert_allclose(after.data[k], weights[k] + dxo.data[k], atol=1e-6)
+
+
+def test_a_site_that_does_not_share_its_local_model_answers_submit_model_with_nothing(executor):
+    ctx, signal = FLContext(), Signal()
+    assert not executor.site.share_local_model  # the default
+    assert (
+        executor.execute("train", _task(_global_weights()), ctx, signal).get_return_code(ReturnCode.OK) == ReturnCode.OK
+    )
+    reply = executor.execute("submit_model", DXO(DataKind.WEIGHTS, {}).to_shareable(), ctx, signal)
+    assert reply.get_return_code() == ReturnCode.EMPTY_RESULT
 
 
 def test_train_runs_at_least_the_steps_the_server_asks_for(executor):

@@ -2,14 +2,15 @@
 (FLARE enforcing them on a running federation: test_provisioned_federation.py.)"""
 
 import json
+import shutil
 
 import pytest
 from fedgin.tools.cli import main
 from fedgin.tools.jobs import FAULTY_EXECUTOR_PATH, JobError, build_job
 from fedgin.tools.provisioning import DEFAULT_PROJECT, provision
 from fedgin.tools.site_policy import (
-    RIGHTS,
     SitePolicyError,
+    all_rights,
     allow_installed_fedgin,
     keep_server_storage,
     log_tls_failures,
@@ -17,6 +18,10 @@ from fedgin.tools.site_policy import (
     require_privacy_scope,
 )
 from helpers import REPO
+from nvflare.apis.workspace import Workspace
+from nvflare.app_common.widgets.component_path_authorizer import ComponentPathAuthorizer, UnsafeComponentError
+from nvflare.fuel.sec.authz import AuthzContext, Person
+from nvflare.security.security import COMMAND_CATEGORIES, FLAuthorizer
 
 
 @pytest.fixture(scope="module")
@@ -28,34 +33,67 @@ def _json(path):
     return json.loads(path.read_text())
 
 
-def test_refuse_byoc_takes_the_right_from_every_role_and_keeps_the_others(kits, tmp_path):
+def test_refuse_byoc_takes_that_right_from_every_role_and_changes_no_other_answer(kits, tmp_path):
     kit = tmp_path / "site"
     (kit / "local").mkdir(parents=True)
     default = kits / "site-ct-a/local/authorization.json.default"
     (kit / "local/authorization.json.default").write_text(default.read_text())
-    permissions = _json(refuse_byoc(kit))["permissions"]
-    before = _json(default)["permissions"]
-    assert set(permissions) == set(before) and all(rights["byoc"] == "none" for rights in permissions.values())
-    assert permissions["project_admin"] == {**dict.fromkeys(RIGHTS, "any"), "byoc": "none"}  # was "any"
-    assert permissions["lead"] == {**before["lead"], "byoc": "none"}
-    assert permissions["member"] == {**before["member"], "byoc": "none"}
+    before, after = _json(default), _json(refuse_byoc(kit))
+    assert set(after["permissions"]) == set(before["permissions"])
+    # FLARE's own authorizer gives the same answer for every right and role, except byoc: now "no".
+    old, new = FLAuthorizer("hospital_a", before), FLAuthorizer("hospital_a", after)
+    for role in before["permissions"]:
+        for org in ("hospital_a", "hospital_b"):
+            user = Person("someone@x.org", org, role)
+            for right in set(all_rights()) | set(COMMAND_CATEGORIES):
+                ctx = AuthzContext(right=right, user=user, submitter=user)
+                if right == "byoc":
+                    assert not new.authorize(ctx)[0], role
+                else:
+                    assert new.authorize(ctx)[0] == old.authorize(ctx)[0], (role, org, right)
 
 
-def test_allowing_installed_fedgin_adds_its_classes_and_the_servers_persistor(kits):
-    site = _json(allow_installed_fedgin(kits / "site-ct-c"))["class_allow_list"]
-    default = _json(kits / "site-ct-c/local/resources.json.default")["class_allow_list"]
-    assert site == default + ["fedgin.flare.", "fedgin.seg."]
-    assert allow_installed_fedgin(kits / "site-ct-c")  # twice: nothing added twice
-    assert _json(kits / "site-ct-c/local/resources.json")["class_allow_list"] == site
-    server = _json(allow_installed_fedgin(kits / "server"))["class_allow_list"]
-    assert "nvflare.app_opt.pt.file_model_persistor.PTFileModelPersistor" in server and "fedgin.flare." in server
-    # Every class our jobs name is then allowed, at the site and the server.
-    paths = {
-        c["path"]
-        for side in ("client", "server")
-        for c in _json(REPO / f"jobs/fedgin_abdomen/app/config/config_fed_{side}.json").get("components", [])
-    }
-    assert all(any(p == a or (a.endswith(".") and p.startswith(a)) for a in server) for p in paths), paths
+def _component_paths(node) -> set[str]:
+    """Every ``path`` a job config names: components, executors, filters, workflows, nested args."""
+    if isinstance(node, dict):
+        own = {node["path"]} if isinstance(node.get("path"), str) else set()
+        return own.union(*(_component_paths(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_component_paths(v) for v in node))
+    return set()
+
+
+def _refused(kit, side: str) -> list[str]:
+    """The classes of fedgin's job (its ``side`` config) that FLARE's own authorizer refuses at ``kit``."""
+    workspace = Workspace(root_dir=str(kit), site_name=kit.name)
+    refused = []
+    for path in sorted(_component_paths(_json(REPO / f"jobs/fedgin_abdomen/app/config/config_fed_{side}.json"))):
+        try:
+            ComponentPathAuthorizer().authorize_component_config({"path": path, "args": {}}, workspace=workspace)
+        except UnsafeComponentError:
+            refused.append(path)
+    return refused
+
+
+def test_allowing_installed_fedgin_lets_flare_build_every_class_of_our_jobs_and_no_more(kits, tmp_path):
+    site, server = tmp_path / "site-ct-c", tmp_path / "server"
+    shutil.copytree(kits / "site-ct-c", site)
+    shutil.copytree(kits / "server", server)
+    # FLARE's built-in list refuses our classes (and, at the server, its own PTFileModelPersistor).
+    assert "fedgin.flare.executor.SegmentationExecutor" in _refused(site, "client")
+    assert "nvflare.app_opt.pt.file_model_persistor.PTFileModelPersistor" in _refused(server, "server")
+    default = _json(site / "local/resources.json.default")["class_allow_list"]
+    assert _json(allow_installed_fedgin(site))["class_allow_list"] == default + ["fedgin.flare.", "fedgin.seg."]
+    allow_installed_fedgin(site)  # twice: nothing added twice
+    assert _json(site / "local/resources.json")["class_allow_list"] == default + ["fedgin.flare.", "fedgin.seg."]
+    allow_installed_fedgin(server)
+    assert _refused(site, "client") == [] and _refused(server, "server") == []
+    # Not a blanket allow: other code stays refused.
+    workspace = Workspace(root_dir=str(site), site_name="site-ct-c")
+    with pytest.raises(UnsafeComponentError):
+        ComponentPathAuthorizer().authorize_component_config(
+            {"path": "fedgin.tools.testing.faulty.FaultyExecutor"}, workspace=workspace
+        )
 
 
 def test_privacy_scope_at_a_site_and_names_only_at_the_server(kits):

@@ -321,6 +321,11 @@ class SegmentationExecutor(Executor):
         return DXO(data_kind=DataKind.METRICS, data=_finite_metrics(metrics)).to_shareable()
 
     def _submit_model(self, fl_ctx: FLContext) -> Shareable:
+        # The local model would leave as full weights, past filters made for weight diffs: a job
+        # may ask for it (cross-site evaluation's submit_model), only the site config can allow it.
+        if not self.site.share_local_model:
+            self.log_info(fl_ctx, f"[fedgin] {self.site_name}: local model not shared (site config share_local_model)")
+            return make_reply(ReturnCode.EMPTY_RESULT)
         if not self.trained:
             return make_reply(ReturnCode.EMPTY_RESULT)
         return DXO(data_kind=DataKind.WEIGHTS, data=self.trainer.get_shared_weights()).to_shareable()

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REQUIRED_KEYS = ("modality", "data_root", "datalist", "labels")
-OPTIONAL_KEYS = ("site_name", "normalization", "description")
+OPTIONAL_KEYS = ("site_name", "normalization", "description", "share_local_model")
 # The one table of modality names: what users may write -> fedgin's name (case-insensitive).
 MODALITY_ALIASES = {"CT": "CT", "MR": "MR", "MRI": "MR"}
 SPLITS = ("training", "validation", "test")
@@ -56,6 +56,7 @@ class SiteConfig:
     labels: dict[str, tuple[int, ...]]
     site_name: str | None = None
     normalization: dict = field(default_factory=dict)
+    share_local_model: bool = False  # the site, not the job, decides whether its local model may leave
 
     def missing_organs(self, organs: list[str]) -> list[str]:
         return [o for o in organs if o not in self.labels]
@@ -126,6 +127,9 @@ def parse_site_config(raw: dict, path: Path) -> SiteConfig:
     normalization = raw.get("normalization", {}) or {}
     if not isinstance(normalization, dict):
         raise SiteConfigError(f"{path}: 'normalization' must be an object")
+    share = raw.get("share_local_model", False)
+    if not isinstance(share, bool):
+        raise SiteConfigError(f"{path}: 'share_local_model' must be true or false")
     data_root = _resolve(path.parent, str(raw["data_root"])).resolve()
     if not data_root.is_dir():
         raise SiteConfigError(f"{path}: data_root {data_root} is not a folder")
@@ -137,6 +141,7 @@ def parse_site_config(raw: dict, path: Path) -> SiteConfig:
         labels=parsed_labels,
         site_name=raw.get("site_name"),
         normalization=dict(normalization),
+        share_local_model=share,
     )
 
 

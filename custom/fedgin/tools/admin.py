@@ -117,9 +117,20 @@ def deploy_refusals(meta: dict) -> dict[str, str]:
     refused = {}
     for entry in meta.get("job_deploy_detail", []):
         name, _, reason = str(entry).partition(": ")
-        if reason and reason != "OK":
+        if reason and reason != "OK" and " " not in name and name != "invalid_clients":
             refused[name] = reason.removeprefix("NVFLARE_ERROR: ")
     return refused
+
+
+def deploy_notes(meta: dict) -> list[str]:
+    """The deploy detail's lines about the job as a whole (``num_ok_sites 1 < required_min_sites 2``,
+    ``failed to deploy to required client ...``, ``invalid_clients: ...``)."""
+    notes = []
+    for entry in meta.get("job_deploy_detail", []):
+        name, _, reason = str(entry).partition(": ")
+        if not reason or " " in name or name == "invalid_clients":
+            notes.append(str(entry))
+    return notes
 
 
 def cross_site_table(result_dir: str | Path) -> str:
@@ -159,7 +170,8 @@ def run_job(
         for name, reason in refused.items():
             echo(f"  {name} did not take the job: {reason}")
     if meta.get("status") != "FINISHED:COMPLETED":
-        raise AdminError(f"job {job_id} ended as {meta.get('status')}")
+        why = "; ".join(deploy_notes(meta) + [f"{n}: {r}" for n, r in refused.items()])
+        raise AdminError(f"job {job_id} ended as {meta.get('status')}" + (f" ({why})" if why else ""))
     result = download(admin_kit, job_id, out_dir / "results")
     table = cross_site_table(result)
     (result / "cross_site_dice.md").write_text(table)

@@ -28,18 +28,18 @@ from fedgin.tools.poc import server_policy
 # The classes of fedgin's jobs that FLARE's built-in allow list lacks (``jobs/*/app/config``).
 FEDGIN_CLASSES = ("fedgin.flare.", "fedgin.seg.")
 SERVER_EXTRA_CLASSES = ("nvflare.app_opt.pt.file_model_persistor.PTFileModelPersistor",)
-# Every right FLARE 2.9's authorizer knows (``authorization.json.default``), for roles given "any".
-RIGHTS = (
-    "submit_job",
-    "clone_job",
-    "manage_job",
-    "download_job",
-    "view",
-    "operate",
-    "shell_commands",
-    "byoc",
-    "server-predeployed-flwr",
-)
+
+
+def all_rights() -> tuple[str, ...]:
+    """Every right FLARE's authorizer checks: command categories, commands checked by their own name,
+    ``byoc`` and ``server-predeployed-flwr`` (for spelling out a role given "any" or "none")."""
+    from nvflare.apis.fl_constant import AdminCommandNames
+    from nvflare.security.security import COMMAND_CATEGORIES
+
+    commands = {v for k, v in vars(AdminCommandNames).items() if not k.startswith("_") and isinstance(v, str)}
+    categorized = set(COMMAND_CATEGORIES)
+    rights = (commands - categorized) | set(COMMAND_CATEGORIES.values()) | {"byoc", "server-predeployed-flwr"}
+    return tuple(sorted(rights))
 
 
 class SitePolicyError(ValueError):
@@ -73,7 +73,7 @@ def refuse_byoc(kit: str | Path) -> Path:
         raise SitePolicyError(f"{target}: no 'permissions' object")
     for role, rights in permissions.items():
         if isinstance(rights, str):  # "any" / "none" for all rights: spell them out
-            rights = dict.fromkeys(RIGHTS, rights)
+            rights = dict.fromkeys(all_rights(), rights)
         permissions[role] = {**rights, "byoc": "none"}
     write_json(target, policy)
     return target
