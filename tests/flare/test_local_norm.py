@@ -1,6 +1,8 @@
 """Domain-specific normalization (FedBN style): a site's norm weights never leave it and are never
 overwritten by the global model; everything else is shared as usual."""
 
+import json
+
 import numpy as np
 import torch
 from fedgin.flare.executor import SegmentationExecutor
@@ -45,7 +47,10 @@ def test_received_global_weights_keep_the_sites_own_norm():
 def test_norm_weights_never_leave_the_site(fixture_sites):
     ex = SegmentationExecutor(organs=ABDOMEN, **LOCAL)
     ex.site_name = "site-ct"
-    ex.setup(fixture_sites["site-ct"], FLContext())
+    config = fixture_sites["site-ct"]
+    shared = config.parent / "shared.json"  # a site that lets jobs collect its local model (submit_model)
+    shared.write_text(json.dumps({**json.loads(config.read_text()), "share_local_model": True}))
+    ex.setup(shared, FLContext())
     weights = {k: v.numpy() for k, v in _config().build_model().state_dict().items()}
     task = DXO(DataKind.WEIGHTS, weights).to_shareable()
     task.set_header(AppConstants.CURRENT_ROUND, 0)
