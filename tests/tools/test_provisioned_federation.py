@@ -56,7 +56,7 @@ from fedgin.tools.site_policy import (
     require_privacy_scope,
 )
 from helpers import REPO, TINY_TRAINING
-from nvflare.fuel.flare_api.api_spec import AuthorizationError
+from nvflare.fuel.flare_api.api_spec import AuthorizationError, NoConnection
 
 pytestmark = pytest.mark.poc
 
@@ -311,6 +311,9 @@ def test_kits_of_another_ca_or_with_another_sites_certificate_cannot_connect(fed
         for kit in intruders.values():
             text = (kit / "log.txt").read_text(errors="replace") if (kit / "log.txt").is_file() else ""
             assert "Successfully registered client" not in text, kit
+        # An admin kit of the other provisioning opens no session either.
+        with pytest.raises(NoConnection):
+            session(other / ADMIN, timeout=5.0).close()
         # The federation runs on: the same three sites, and the next job (below) completes.
         assert _connected(fed.kit(ADMIN)) == set(SITES)
     finally:
