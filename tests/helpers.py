@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import nibabel as nib
@@ -33,3 +34,9 @@ def write_site(root: Path, modality: str, splits: dict[str, list[tuple[str, str]
 
 # Executor overrides for a tiny, fast model in tests that run real FLARE jobs.
 TINY_TRAINING = {"spatial_size": [32, 32], "model": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1}}
+
+
+def port_free(port: int) -> bool:
+    """Nothing listens on ``port`` on this machine (a POC or provisioned server can start there)."""
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0

@@ -4,7 +4,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,12 +19,7 @@ from fedgin.tools.jobs import CLIENT_CONFIG, build_job
 from fedgin.tools.phantoms import generate_phantom_dataset
 from fedgin.tools.poc import PocError, PocWorkspace, processes, run_poc, stop
 from fedgin.tools.progress import read_tb_scalars
-from helpers import ABDOMEN, REPO, TINY_TRAINING
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
+from helpers import ABDOMEN, REPO, TINY_TRAINING, port_free
 
 
 def test_workspace_inside_the_repo_is_refused():
@@ -37,7 +31,7 @@ def test_workspace_inside_the_repo_is_refused():
 def test_full_poc_flow_with_encrypted_aggregation(tmp_path):
     """prepare (with HE contexts) -> start -> submit -> follow -> download -> decrypt -> Dice -> stop.
     HE's arithmetic on a real system: tests/tools/test_provisioned_federation.py."""
-    if not _port_free(8002):
+    if not port_free(8002):
         pytest.skip("port 8002 (FLARE POC server) is taken on this machine")
     sites = generate_phantom_dataset("abdomen", tmp_path / "data", seed=4, size=0.5, max_cases=1)
     # A job that "forgets" its privacy filter: the sites' privacy.json scope must filter anyway.
@@ -94,12 +88,12 @@ def test_full_poc_flow_with_encrypted_aggregation(tmp_path):
     for text in (server_logs, downloaded):
         assert str(tmp_path / "data") not in text and ".nii.gz" not in text
     # The processes are gone and the port is free again.
-    assert _port_free(8002)
+    assert port_free(8002)
 
 
 @pytest.mark.poc
 def test_poc_stops_everything_when_the_run_fails(tmp_path):
-    if not _port_free(8002):
+    if not port_free(8002):
         pytest.skip("port 8002 (FLARE POC server) is taken on this machine")
     sites = generate_phantom_dataset("abdomen", tmp_path / "data", seed=4, size=0.5, max_cases=1)
     with pytest.raises(AdminError, match="did not finish within"):
@@ -108,7 +102,7 @@ def test_poc_stops_everything_when_the_run_fails(tmp_path):
     ps = subprocess.run(["ps", "-eww", "-o", "args="], capture_output=True, text=True).stdout
     assert str(tmp_path / "pocws") not in ps, [line for line in ps.splitlines() if "pocws" in line]
     assert processes(PocWorkspace.at(tmp_path / "pocws")) == []
-    assert _port_free(8002)
+    assert port_free(8002)
 
 
 def test_stop_leaves_a_users_own_processes_on_the_poc_folder_alone(tmp_path):

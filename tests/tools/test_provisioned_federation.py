@@ -55,7 +55,7 @@ from fedgin.tools.site_policy import (
     refuse_byoc,
     require_privacy_scope,
 )
-from helpers import REPO, TINY_TRAINING
+from helpers import REPO, TINY_TRAINING, port_free
 from nvflare.fuel.flare_api.api_spec import AuthorizationError, NoConnection
 
 pytestmark = pytest.mark.poc
@@ -65,11 +65,6 @@ ADMIN, MEMBER_A = "admin@fedgin.org", "member@hospital-a.org"
 LEAD_A, LEAD_B = "lead@hospital-a.org", "lead@hospital-b.org"
 SITES = ("site-ct-a", "site-mri-b", "site-ct-c")
 JOB = REPO / "jobs/fedgin_abdomen"
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
 
 
 @dataclass
@@ -107,7 +102,7 @@ def _connected(admin_kit: Path) -> set[str]:
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory):
-    if not _port_free(PORT):
+    if not port_free(PORT):
         pytest.skip(f"port {PORT} (the provisioned server) is taken on this machine")
     root = tmp_path_factory.mktemp("provisioned")
     kits = provision(root / "kits", DEFAULT_PROJECT, he=True)
@@ -131,7 +126,7 @@ def federation(tmp_path_factory):
     fed = Federation(kits, root, data, root / "server.out")
     fed.procs.append(start_participant(kits / "server", fed.server_out, env=ASYNCIO_DEBUG_ENV))
     try:
-        _wait_for(lambda: not _port_free(PORT), 60, "the server to listen")
+        _wait_for(lambda: not port_free(PORT), 60, "the server to listen")
         fed.procs += [start_participant(kits / s, root / f"{s}.out") for s in SITES]
         _wait_for(lambda: _connected(kits / ADMIN) >= set(SITES), 90, "three connected sites")
         yield fed
