@@ -21,7 +21,8 @@ AdamW state lives on across rounds, as in the executor; ``reset``: a fresh AdamW
 ``weighting=equal`` and 2 sites, 2 applies the sum of the sites' updates).
 Every other key is a training option (``lr=0.0005``, ``model.num_res_units=2``, ``local_steps=80``).
 Writes ``OUT/results.jsonl`` (one line per finished run, kept across invocations: finished runs are
-skipped) and ``OUT/report.md`` (Dice per organ of the final global model on each site's test split).
+skipped) and ``OUT/report.md`` (Dice per organ of the final global model on each site's test split,
+and the mean Dice of the round's global model that scored best on the validation splits).
 """
 
 from __future__ import annotations
@@ -128,19 +129,34 @@ def _fmt(scores: dict) -> str:
     )
 
 
-def run_central(config: TrainConfig, sites: Sites, rounds: int, echo) -> tuple[Trainer, dict, dict]:
+class BestCheckpoint:
+    """The global model of the round with the highest validation Dice (mean over the sites' means),
+    as a site operator would pick a checkpoint. Later rounds win ties (closer to the final model)."""
+
+    def __init__(self):
+        self.round, self.val, self.weights = None, -math.inf, None
+
+    def offer(self, round_number: int, val: dict, weights: dict) -> None:
+        means = [s["mean_dice"] for s in val.values() if not math.isnan(s["mean_dice"])]
+        value = float(np.mean(means)) if means else -math.inf
+        if value >= self.val:
+            self.round, self.val = round_number, value
+            self.weights = {k: np.array(v, copy=True) for k, v in weights.items()}
+
+
+def run_central(config: TrainConfig, sites: Sites, rounds: int, echo) -> tuple[Trainer, dict, dict, BestCheckpoint]:
     data = {name: sites.data(name, config, config.seed) for name in sites.configs}
     trainer = Trainer(config)
     pooled = TrainSamples.concat([d.train for d in data.values()], config.num_classes)
+    best = BestCheckpoint()
     start = time.time()
     for r in range(rounds):
         trainer.start_round(r, rounds)
         stats = trainer.train_epochs(pooled, epochs=1)
-        echo(
-            f"  epoch {r + 1}/{rounds}: loss {stats['loss']:.3f}, val {_fmt(score(trainer, data, 'val'))} "
-            f"({time.time() - start:.0f} s)"
-        )
-    return trainer, data, private_epsilons({"pooled": trainer})
+        val = score(trainer, data, "val")
+        best.offer(r + 1, val, trainer.get_weights())
+        echo(f"  epoch {r + 1}/{rounds}: loss {stats['loss']:.3f}, val {_fmt(val)} ({time.time() - start:.0f} s)")
+    return trainer, data, private_epsilons({"pooled": trainer}), best
 
 
 def private_epsilons(trainers: dict[str, Trainer]) -> dict:
@@ -177,12 +193,13 @@ def run_federated(
     echo,
     balancer: int | None = None,
     val_every: int = 1,
-) -> tuple[Trainer, dict, dict]:
+) -> tuple[Trainer, dict, dict, BestCheckpoint]:
     """FedAvg of weight differences, as ScatterAndGather + the executor + the job's filters do it.
 
     ``balancer``: the cap of the job's StepBalancer; with it (and ``match_site_steps``) every site
     trains at least as many steps as the busiest site of the last round. ``val_every``: score the
-    global model on the validation splits every this many rounds (and after the last).
+    global model on the validation splits every this many rounds (and after the last); the best of
+    those global models is returned beside the final one.
     """
     trainers, data = {}, {}
     for name in sites.configs:
@@ -192,6 +209,7 @@ def run_federated(
         data[name] = sites.data(name, config, site_config.seed)
     server = config.build_model()  # the persistor's initial model: init_seed = the job's seed
     global_weights = {k: v.detach().cpu().numpy().copy() for k, v in server.state_dict().items()}
+    best = BestCheckpoint()
     start = time.time()
     target = None
     for r in range(rounds):
@@ -226,10 +244,11 @@ def run_federated(
         scorer.set_weights(global_weights)
         val = score(scorer, data, "val")
         scorer.set_weights(own)
+        best.offer(r + 1, val, global_weights)
         echo(f"  round {r + 1}/{rounds}: val {_fmt(val)} ({time.time() - start:.0f} s)")
     final = Trainer(config)
     final.set_weights(global_weights)
-    return final, data, private_epsilons(trainers)
+    return final, data, private_epsilons(trainers), best
 
 
 def run_variant(
@@ -249,23 +268,30 @@ def run_variant(
     echo = echo or (lambda line: None)
     start = time.time()
     if federation["central"]:
-        trainer, data, epsilons = run_central(config, sites, rounds, echo)
+        trainer, data, epsilons, best = run_central(config, sites, rounds, echo)
     else:
         balancer = step_balancer_cap(read_json(job / SERVER_CONFIG))
-        trainer, data, epsilons = run_federated(
+        trainer, data, epsilons, best = run_federated(
             config, federation, result_filters(client), sites, rounds, echo, balancer, val_every
         )
     test = score(trainer, data, "test")
+    final_weights = trainer.get_weights()
+    trainer.set_weights(best.weights)
+    test_best = score(trainer, data, "test")
     return {
         "variant": name,
         "seed": seed,
         "rounds": rounds,
         "training": training,
         "federation": federation,
-        "test": {n: {k: (None if math.isnan(v) else v) for k, v in s.items()} for n, s in test.items()},
+        "test": _plain(test),
+        # The checkpoint chosen on validation (best round), scored on the same test split.
+        "best_val_round": best.round,
+        "test_best_val": _plain(test_best),
         "seconds": time.time() - start,
         **({"dp_sgd_epsilon": epsilons} if epsilons else {}),
-        "model": trainer.get_weights(),  # the final global model (not written to results.jsonl)
+        "model": final_weights,  # the final global model (not written to results.jsonl)
+        "best_val_model": best.weights,  # idem
         "config": config.to_dict(),  # its training options (idem)
     }
 
@@ -280,21 +306,28 @@ def _mean_range(values: list[float]) -> str:
 
 
 def write_report(results: list[dict], out: Path) -> None:
-    """``report.md``: each variant's test mean Dice per site (mean over seeds, their range), then
-    every run's Dice per organ."""
+    """``report.md``: each variant's test mean Dice per site (mean over seeds, their range), of the
+    final global model and of the one chosen on validation (and its round), then every run's Dice
+    per organ (final model)."""
     by_variant: dict[str, list[dict]] = {}
     for r in results:
         by_variant.setdefault(r["variant"], []).append(r)
     sites = list(results[0]["test"]) if results else []
     lines = [
-        "| variant | seeds | " + " | ".join(f"{s} mean Dice" for s in sites) + " | minutes a run |",
-        "|---|---|" + "---|" * len(sites) + "---|",
+        "| variant | seeds | "
+        + " | ".join(f"{s} mean Dice" for s in sites)
+        + " | "
+        + " | ".join(f"{s}, best-validation checkpoint" for s in sites)
+        + " | its rounds | minutes a run |",
+        "|---|---|" + "---|" * (2 * len(sites) + 2),
     ]
     for name, runs in by_variant.items():
         cells = [_mean_range([r["test"][s]["mean_dice"] for r in runs]) for s in sites]
+        best = [_mean_range([r.get("test_best_val", {}).get(s, {}).get("mean_dice") for r in runs]) for s in sites]
+        rounds = ",".join(str(r["best_val_round"]) for r in runs if r.get("best_val_round")) or "-"
         minutes = np.mean([r["seconds"] for r in runs]) / 60
         seeds = ",".join(str(r["seed"]) for r in sorted(runs, key=lambda r: r["seed"]))
-        lines.append(f"| {name} | {seeds} | " + " | ".join(cells) + f" | {minutes:.1f} |")
+        lines.append(f"| {name} | {seeds} | " + " | ".join(cells + best) + f" | {rounds} | {minutes:.1f} |")
     organs = []  # in the job's order, as the runs list them
     for key in (k for r in results for t in r["test"].values() for k in t):
         if key.startswith("dice_") and key not in organs:
@@ -313,6 +346,10 @@ def write_report(results: list[dict], out: Path) -> None:
     (out / "report.md").write_text("\n".join(lines) + "\n")
 
 
+def _plain(scores: dict) -> dict:
+    return {n: {k: (None if math.isnan(v) else v) for k, v in s.items()} for n, s in scores.items()}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--job", default=str(REPO / "jobs" / "fedgin_abdomen"))
@@ -322,7 +359,11 @@ def main(argv=None) -> int:
     p.add_argument("--val-every", type=int, default=1, help="score the validation splits every N rounds")
     p.add_argument("--seeds", default="0", help="comma-separated seeds")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "fed_ablation"))
-    p.add_argument("--save-models", action="store_true", help="keep each run's final global model in OUT/models/")
+    p.add_argument(
+        "--save-models",
+        action="store_true",
+        help="keep each run's final and best-validation global models in OUT/models/",
+    )
     args = p.parse_args(argv)
     sites = Sites(dict(item.split("=", 1) for item in args.site))
     out = Path(args.out)
@@ -347,11 +388,12 @@ def main(argv=None) -> int:
                 val_every=args.val_every,
             )
             print(f"{name} seed {seed}: test {_fmt({n: s for n, s in result['test'].items()})}", flush=True)
-            model, config = result.pop("model"), result.pop("config")
+            model, best, config = result.pop("model"), result.pop("best_val_model"), result.pop("config")
             if args.save_models:
                 (out / "models").mkdir(exist_ok=True)
-                state = {k: torch.as_tensor(v) for k, v in model.items()}
-                torch.save({"model": state, "config": config}, out / "models" / f"{name}_seed{seed}.pt")
+                for weights, suffix in ((model, ""), (best, "_best_val")):
+                    state = {k: torch.as_tensor(v) for k, v in weights.items()}
+                    torch.save({"model": state, "config": config}, out / "models" / f"{name}_seed{seed}{suffix}.pt")
             done.append(result)
             with log.open("a") as f:
                 f.write(json.dumps(result) + "\n")

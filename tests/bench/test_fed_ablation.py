@@ -64,7 +64,12 @@ def test_in_process_fedavg_gives_the_flare_simulators_global_model(tmp_path, mon
     )
     moved = max(float((torch.as_tensor(equal["model"][k]) - flare_state[k]).abs().max()) for k in ours)
     assert moved > 100 * max(worst, 1e-7)
-    json.dumps({k: v for k, v in result.items() if k not in ("model", "config")})  # the report line is plain JSON
+    # The checkpoint chosen on validation is one of the rounds' global models, scored on the test split.
+    assert result["best_val_round"] in (1, 2)
+    if result["best_val_round"] == 2:
+        assert all((result["best_val_model"][k] == ours[k]).all() for k in ours)
+    assert set(result["test_best_val"]) == set(result["test"])
+    json.dumps({k: v for k, v in result.items() if k not in ("model", "best_val_model", "config")})  # plain JSON
 
 
 def test_report_gives_the_seed_mean_and_range_and_every_runs_organs(tmp_path):
@@ -72,9 +77,20 @@ def test_report_gives_the_seed_mean_and_range_and_every_runs_organs(tmp_path):
 
     def run(seed, ct, mri):
         test = {"site-ct": {"dice_liver": ct, "mean_dice": ct}, "site-mri": {"dice_liver": mri, "mean_dice": mri}}
-        return {"variant": "fedgin", "seed": seed, "test": test, "seconds": 60.0}
+        best = {s: {"mean_dice": d["mean_dice"] + 0.1} for s, d in test.items()}
+        return {
+            "variant": "fedgin",
+            "seed": seed,
+            "test": test,
+            "seconds": 60.0,
+            "best_val_round": 5 + seed,
+            "test_best_val": best,
+        }
 
     ablation.write_report([run(0, 0.7, 0.6), run(1, 0.8, 0.7)], tmp_path)
     report = (tmp_path / "report.md").read_text()
-    assert "| fedgin | 0,1 | 0.750 (0.700-0.800) | 0.650 (0.600-0.700) | 1.0 |" in report
+    assert (
+        "| fedgin | 0,1 | 0.750 (0.700-0.800) | 0.650 (0.600-0.700) | 0.850 (0.800-0.900) | 0.750 (0.700-0.800) "
+        "| 5,6 | 1.0 |" in report
+    )
     assert "| fedgin | 1 | site-mri | 0.700 | 0.700 |" in report
