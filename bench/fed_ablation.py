@@ -101,7 +101,14 @@ class Sites:
         self._cache: dict[tuple, SiteData] = {}
 
     def data(self, name: str, config: TrainConfig, seed: int) -> SiteData:
-        key = (name, tuple(config.spatial_size), config.model.spatial_dims, config.background_slice_fraction, seed)
+        key = (
+            name,
+            tuple(config.spatial_size),
+            config.pixel_spacing,
+            config.model.spatial_dims,
+            config.background_slice_fraction,
+            seed,
+        )
         if key not in self._cache:
             self._cache[key] = load_site_data(
                 self.configs[name],
@@ -111,6 +118,7 @@ class Sites:
                 splits=("training", "validation", "test"),
                 background_slice_fraction=config.background_slice_fraction,
                 seed=seed,
+                pixel_spacing=config.pixel_spacing,
             )
         return self._cache[key]
 

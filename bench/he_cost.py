@@ -197,6 +197,7 @@ def in_process(sites: dict, training: dict, rounds: int, work: Path, log) -> dic
             splits=("training", "test"),
             background_slice_fraction=config.background_slice_fraction,
             seed=site_config.seed,
+            pixel_spacing=config.pixel_spacing,
         )
         for way in trainers:
             trainers[way][name] = Trainer(copy.deepcopy(site_config))

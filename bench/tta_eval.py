@@ -108,10 +108,14 @@ def main(argv=None) -> int:
         trainer.model.load_state_dict(saved["model"])
         for item in args.site:
             name, site_path = item.split("=", 1)
-            key = (name, tuple(config.spatial_size))
+            key = (name, tuple(config.spatial_size), config.pixel_spacing)
             if key not in data:
                 data[key] = load_site_data(
-                    load_site_config(site_path), config.organs, config.spatial_size, splits=("test",)
+                    load_site_config(site_path),
+                    config.organs,
+                    config.spatial_size,
+                    splits=("test",),
+                    pixel_spacing=config.pixel_spacing,
                 )
             site = data[key]
             for mode in modes:

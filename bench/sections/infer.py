@@ -26,7 +26,14 @@ def measure(ctx: Context) -> dict:
         volumes = []
         for path in sites.values():
             site = load_site_config(path)
-            data = load_site_data(site, cfg.organs, cfg.spatial_size, cfg.model.spatial_dims, splits=("test",))
+            data = load_site_data(
+                site,
+                cfg.organs,
+                cfg.spatial_size,
+                cfg.model.spatial_dims,
+                splits=("test",),
+                pixel_spacing=cfg.pixel_spacing,
+            )
             volumes += data.test
         if not volumes:
             raise RuntimeError("the phantom sites have no test volumes")

@@ -115,6 +115,7 @@ def plain_worker(spec_path: str) -> int:
             splits=("training", "validation"),
             background_slice_fraction=cfg.background_slice_fraction,
             seed=cfg.seed,
+            pixel_spacing=cfg.pixel_spacing,
         )
 
     sites = {}

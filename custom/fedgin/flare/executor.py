@@ -150,6 +150,7 @@ class SegmentationExecutor(Executor):
                 splits=("training", "validation"),
                 background_slice_fraction=self.config.background_slice_fraction,
                 seed=seed,
+                pixel_spacing=self.config.pixel_spacing,
             )
         self.trainer = Trainer(self.config)
         on_cpu = self.trainer.device.type == "cpu"

@@ -43,7 +43,14 @@ def evaluate_model(
     if split not in ("validation", "test"):
         raise ValueError(f"evaluate the 'validation' or 'test' split, not {split!r}")
     site = load_site_config(site_config)
-    data = load_site_data(site, config.organs, config.spatial_size, config.model.spatial_dims, splits=(split,))
+    data = load_site_data(
+        site,
+        config.organs,
+        config.spatial_size,
+        config.model.spatial_dims,
+        splits=(split,),
+        pixel_spacing=config.pixel_spacing,
+    )
     volumes = data.validation if split == "validation" else data.test
     trainer = Trainer(config, device=device)
     trainer.set_weights(load_weights(model_path))

@@ -1,8 +1,9 @@
 """Segment a new scan with a trained model, on the scan's own grid.
 
 The same preprocessing as training and evaluation (:func:`fedgin.seg.data.site_data.image_transforms`:
-load, RAS, the modality's normalization, resize to the model's input) and the same inference
-(:meth:`fedgin.seg.training.Trainer.predict_image`: probabilities interpolated to the RAS grid, argmax);
+load, RAS, the modality's normalization; then onto the model's grid, :class:`fedgin.seg.data.geometry.ModelGrid`)
+and the same inference (:meth:`fedgin.seg.training.Trainer.predict`: resized slices' probabilities
+interpolated to the RAS grid, or a sliding window over resampled slices inverted to it; argmax);
 then the label map is turned back from RAS into the file's own orientation, so it has the input's
 shape and affine. Its Dice against a label is what ``evaluate`` reports for the same model.
 """
@@ -17,7 +18,8 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Orientation
 
-from fedgin.seg.data.site_data import image_transforms, load_case, model_input_resize
+from fedgin.seg.data.geometry import ModelGrid
+from fedgin.seg.data.site_data import image_transforms, load_case
 from fedgin.seg.training import TrainConfig, Trainer
 
 
@@ -37,7 +39,8 @@ class Segmenter:
         self.config = config
         self.trainer = Trainer(config, device=device)
         self.trainer.set_weights({k: np.asarray(v) for k, v in weights.items()})
-        self.resize = model_input_resize(config.spatial_size, config.model.spatial_dims)
+        self.grid = ModelGrid.of(config)
+        self.to_model_grid = self.grid.image_transform()
 
     @property
     def label_names(self) -> dict[int, str]:
@@ -53,8 +56,11 @@ class Segmenter:
         """
         case = load_case({"image": str(image_path)}, image_transforms(modality, normalization))
         ras = case["image"]  # (1, H, W, D), RAS
-        model_input = self.resize({"image": ras})["image"]
-        classes = self.trainer.predict_image(model_input.as_tensor().float(), tuple(ras.shape[1:]))
+        model_input = self.to_model_grid({"image": ras})["image"]
+        if self.grid.resamples:
+            classes = self.trainer.predict_on_grid(model_input, self.grid, tuple(ras.shape[1:]))
+        else:
+            classes = self.trainer.predict_image(model_input.as_tensor().float(), tuple(ras.shape[1:]))
         meta = {k: v for k, v in ras.meta.items() if k != "affine"}
         mask = MetaTensor(classes[None].to(torch.uint8), affine=ras.affine, meta=meta)
         original = np.asarray(ras.meta.get("original_affine", ras.affine))

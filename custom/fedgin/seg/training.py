@@ -13,9 +13,11 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+from monai.inferers import SlidingWindowInferer
 from monai.metrics import DiceMetric
 
 from fedgin.seg.augmentation import MULTI_VIEW, augment, augment_views, check_augmentation
+from fedgin.seg.data.geometry import ModelGrid
 from fedgin.seg.data.site_data import EvalVolume, TrainSamples
 from fedgin.seg.dp_sgd import CROSS_SAMPLE_AUGMENTATIONS, DPSGDConfig, PatientDPSGD
 from fedgin.seg.losses import PARTIAL_LABEL_MODES, MarginalDiceCELoss
@@ -59,6 +61,12 @@ class TrainConfig:
 
     organs: list[str]
     spatial_size: tuple[int, ...] = (128, 128)
+    # In-plane spacing (mm) every volume is resampled to, then cropped to the body; training takes
+    # random spatial_size windows, prediction a sliding window (fedgin.seg.data.geometry). None:
+    # every slice resized to spatial_size whatever its field of view.
+    pixel_spacing: tuple[float, float] | None = None
+    # Overlap of neighbouring sliding windows (spacing scheme), MONAI's SlidingWindowInferer.
+    sliding_window_overlap: float = 0.25
     model: ModelConfig = field(default_factory=ModelConfig)
     gin: GINConfig = field(default_factory=GINConfig)
     local_epochs: int = 1
@@ -134,6 +142,9 @@ class TrainConfig:
             raise ValueError(
                 f"spatial_size {list(cfg.spatial_size)} does not match spatial_dims {cfg.model.spatial_dims}"
             )
+        ModelGrid.of(cfg)  # checks pixel_spacing
+        if not 0 <= cfg.sliding_window_overlap < 1:
+            raise ValueError(f"sliding_window_overlap must be in [0, 1), got {cfg.sliding_window_overlap}")
         return cfg
 
     def to_dict(self) -> dict:
@@ -204,6 +215,7 @@ class Trainer:
         # Separate streams of randomness: batch order on CPU, GIN draws on the data's device.
         self.shuffle_generator = torch.Generator().manual_seed(config.seed)
         self.gin_generator = torch.Generator(device=self.device).manual_seed(config.seed + 1)
+        self.window_generator = torch.Generator().manual_seed(config.seed + 2)  # training windows (spacing scheme)
         # Keys that never leave this site and are never overwritten by the global model.
         self.local_keys = norm_parameter_names(self.model) if config.local_norm else set()
         self.augmentation = config.augmentation
@@ -304,8 +316,9 @@ class Trainer:
         return {"loss": _mean(losses), "steps": steps, "aborted": False, "epsilon": private.epsilon()}
 
     def _batch(self, data: TrainSamples, idx: torch.Tensor, labelled: torch.Tensor):
-        """Images, labels and labelled classes of samples ``idx`` on the training device."""
-        x, y = data.images[idx], data.labels[idx]
+        """Images, labels and labelled classes of samples ``idx`` on the training device (random
+        windows of the model's input size when the slices are larger)."""
+        x, y = data.windows(idx, self.config.spatial_size, self.window_generator)
         if self.device.type == "cuda":
             x, y = x.pin_memory(), y.pin_memory()
         x = x.to(self.device, non_blocking=True)
@@ -339,7 +352,31 @@ class Trainer:
     # -- evaluation --------------------------------------------------------------------------
     def predict(self, volume: EvalVolume) -> torch.Tensor:
         """Class indices on the volume's original grid, shape (H, W, D)."""
+        if volume.grid is not None:
+            return self.predict_on_grid(volume.image, volume.grid, tuple(volume.label.shape[1:]))
         return self.predict_image(volume.image, tuple(volume.label.shape[1:]))
+
+    @torch.no_grad()
+    def predict_on_grid(self, image, grid: ModelGrid, out_size: tuple[int, ...]) -> torch.Tensor:
+        """Class indices (H, W, D) of a resampled, body-cropped ``image`` (1, h, w, D), the output of
+        ``grid.image_transform()``: every slice covered by a sliding window of the model's input
+        size (Gaussian-weighted overlaps, as nnU-Net and MONAI's bundles do), softmax, then the
+        probabilities taken back through the crop and resampling to the volume's grid."""
+        self.model.eval()
+        inferer = SlidingWindowInferer(
+            roi_size=tuple(self.config.spatial_size),
+            sw_batch_size=self.config.eval_batch_size,
+            overlap=self.config.sliding_window_overlap,
+            mode="gaussian",
+        )
+        raw = image.as_tensor() if hasattr(image, "as_tensor") else image
+        slices = raw.float().permute(3, 0, 1, 2)  # (D, 1, h, w)
+        probs = []
+        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
+            for start in range(0, slices.shape[0], self.config.eval_batch_size):
+                batch = slices[start : start + self.config.eval_batch_size].to(self.device)
+                probs.append(inferer(batch, self.model).float().softmax(1).cpu())
+        return grid.classes_on_volume_grid(torch.cat(probs).permute(1, 2, 3, 0), image, out_size)
 
     @torch.no_grad()
     def predict_image(self, image: torch.Tensor, out_size: tuple[int, ...]) -> torch.Tensor:

@@ -62,6 +62,7 @@ def train_local(
             splits=("training",),
             background_slice_fraction=config.background_slice_fraction,
             seed=config.seed,
+            pixel_spacing=config.pixel_spacing,
         )
         name = site_label(path)
         if name in parts:

@@ -2,7 +2,8 @@
 
 Pipeline per volume (MONAI transforms, nibabel underneath): load NIfTI → channel first →
 reorient to RAS (the axial axis is then the last one) → modality normalization to [0, 1] →
-site label ids to class indices → resize to the job's spatial size (in-plane only for 2D).
+site label ids to class indices → onto the model's grid (:mod:`fedgin.seg.data.geometry`: resized
+to the job's spatial size, or resampled to its pixel spacing and cropped to the body).
 
 Training uses 2D axial slices (or whole resized volumes in 3D). Evaluation keeps each label on its
 original grid so Dice is measured at the data's own resolution, not at the training size.
@@ -18,8 +19,9 @@ from dataclasses import dataclass
 import nibabel as nib
 import numpy as np
 import torch
-from monai.transforms import Compose, EnsureChannelFirstd, EnsureTyped, LoadImaged, Orientationd, Resized
+from monai.transforms import Compose, EnsureChannelFirstd, EnsureTyped, LoadImaged, Orientationd
 
+from fedgin.seg.data.geometry import ModelGrid
 from fedgin.seg.data.labels import MapLabelsd, class_lookup
 from fedgin.seg.data.normalization import normalization_for
 from fedgin.seg.site_config import SiteConfig
@@ -40,12 +42,16 @@ class TrainSamples:
     ``labelled`` (N, num_classes) bool says which classes each sample's label map annotates (a site
     with partial labels lacks some organs); None means all of them. ``patients`` (N,) int64 says
     which volume (patient) each sample was cut from (DP-SGD's unit of privacy); None: unknown.
+    ``extents`` (N, 2) int64: the in-plane size (h, w) of each slice's content, from the top-left
+    corner, when slices of different sizes share one padded array (the spacing scheme); None: the
+    whole array.
     """
 
     images: torch.Tensor
     labels: torch.Tensor
     labelled: torch.Tensor | None = None
     patients: torch.Tensor | None = None
+    extents: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -56,28 +62,73 @@ class TrainSamples:
             return self.labelled
         return torch.ones(len(self), num_classes, dtype=torch.bool)
 
+    def content_extents(self) -> torch.Tensor:
+        """``extents`` with the default (the whole array) filled in."""
+        if self.extents is not None:
+            return self.extents
+        return torch.tensor(self.images.shape[2:4]).expand(len(self), 2)
+
+    def windows(self, idx: torch.Tensor, size: Sequence[int], generator: torch.Generator):
+        """Images and labels of samples ``idx``, each cut to a ``size`` window at a random place
+        inside its content (drawn from ``generator``); the whole samples when they have that size."""
+        x, y = self.images[idx], self.labels[idx]
+        size = tuple(int(s) for s in size)
+        if x.ndim != 4 or tuple(x.shape[2:]) == size:
+            return x, y
+        room = (self.content_extents()[idx] - torch.tensor(size)).clamp(min=0)  # (B, 2) free offsets
+        offsets = (torch.rand(len(idx), 2, generator=generator) * (room + 1)).floor().long().minimum(room)
+        (h, w), rows = size, offsets.tolist()
+        return (
+            torch.stack([x[i, :, a : a + h, b : b + w] for i, (a, b) in enumerate(rows)]),
+            torch.stack([y[i, :, a : a + h, b : b + w] for i, (a, b) in enumerate(rows)]),
+        )
+
     @staticmethod
     def concat(parts: Sequence[TrainSamples], num_classes: int) -> TrainSamples:
         """Pool the samples of several sites, keeping each sample's labelled classes (and patients,
-        numbered on across the sites, when every part knows them)."""
+        numbered on across the sites, when every part knows them). Slices of different sizes are
+        padded to the largest (bottom and right; ``extents`` keep each one's content)."""
         patients = None
         if parts and all(p.patients is not None for p in parts):
             offsets = np.cumsum([0] + [int(p.patients.max()) + 1 if len(p) else 0 for p in parts[:-1]])
             patients = torch.cat([p.patients + int(o) for p, o in zip(parts, offsets, strict=True)])
+        shapes = {tuple(p.images.shape[2:]) for p in parts}
+        extents = None
+        if len(shapes) > 1 or any(p.extents is not None for p in parts):
+            extents = torch.cat([p.content_extents() for p in parts])
         return TrainSamples(
-            torch.cat([p.images for p in parts]),
-            torch.cat([p.labels for p in parts]),
+            pad_to_largest([p.images for p in parts]),
+            pad_to_largest([p.labels for p in parts]),
             torch.cat([p.labelled_mask(num_classes) for p in parts]),
             patients,
+            extents,
         )
+
+
+def pad_to_largest(arrays: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Concatenate (N, C, *spatial) arrays along N, zero-padding each at the end of every spatial
+    axis to the largest size."""
+    largest = [max(a.shape[d] for a in arrays) for d in range(2, arrays[0].ndim)]
+    padded = []
+    for a in arrays:
+        pad = []
+        for d in reversed(range(2, a.ndim)):
+            pad += [0, largest[d - 2] - a.shape[d]]
+        padded.append(torch.nn.functional.pad(a, pad) if any(pad) else a)
+    return torch.cat(padded)
 
 
 @dataclass
 class EvalVolume:
-    """One evaluation volume: image at the job's size, label on the volume's original (RAS) grid."""
+    """One evaluation volume: image on the model's grid, label on the volume's original (RAS) grid.
 
-    image: torch.Tensor  # (1, S, S, D) for 2D jobs, (1, S, S, S) for 3D jobs
+    ``grid`` is set for the spacing scheme: the image is then a MONAI ``MetaTensor`` (1, h, w, D)
+    that remembers its resampling and crop, which the grid inverts to score on the label's grid.
+    """
+
+    image: torch.Tensor  # (1, S, S, D) for 2D jobs, (1, S, S, S) for 3D jobs; (1, h, w, D) resampled
     label: torch.Tensor  # (1, H, W, D) class indices
+    grid: ModelGrid | None = None
 
 
 @dataclass
@@ -166,19 +217,6 @@ def image_transforms(modality: str, normalization: dict | None = None) -> Compos
     return Compose([*_loading_steps(["image"]), normalization_for(modality, normalization).transform("image")])
 
 
-def model_input_resize(spatial_size: Sequence[int], spatial_dims: int) -> Resized:
-    """Resizing an image to the model's input size (in-plane only for 2D), as training and evaluation do."""
-    return Resized("image", spatial_size=_resize_size(spatial_size, spatial_dims), mode="area")
-
-
-def _resize_size(spatial_size: Sequence[int], spatial_dims: int) -> tuple[int, ...]:
-    if spatial_dims == 2:
-        return (int(spatial_size[0]), int(spatial_size[1]), -1)
-    if spatial_dims == 3:
-        return tuple(int(s) for s in spatial_size)
-    raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
-
-
 def unreadable_file(path: str) -> str | None:
     """Why nibabel cannot read ``path`` as NIfTI (corrupt, truncated, not NIfTI), or None if it can."""
     try:
@@ -231,6 +269,7 @@ def load_site_data(
     background_slice_fraction: float = 0.1,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    pixel_spacing: Sequence[float] | None = None,
 ) -> SiteData:
     """Load and preprocess the given splits of a site once.
 
@@ -243,14 +282,14 @@ def load_site_data(
         background_slice_fraction: share of organ-free slices kept for 2D training (seeded).
         seed: seed of the background-slice draw.
         progress: called with a short message per loaded volume (no file names: may be logged).
+        pixel_spacing: in-plane spacing (mm) to resample to (2D; :mod:`fedgin.seg.data.geometry`),
+            or None to resize every slice to ``spatial_size``.
     """
     if not any(o in site.labels for o in organs):
         raise DataError(f"{site.path}: 'labels' names none of the job's organs {list(organs)}")
     transform = volume_transforms(site, organs)
-    size = _resize_size(spatial_size, spatial_dims)
-    resize_image = model_input_resize(spatial_size, spatial_dims)
-    # "nearest-exact" samples block centres like "area" does; "nearest" would shift labels by ~1/3 pixel.
-    resize_label = Resized("label", spatial_size=size, mode="nearest-exact")
+    grid = ModelGrid(spatial_size, spatial_dims, pixel_spacing)
+    to_training_grid, to_model_grid = grid.training_transform(), grid.image_transform()
     rng = np.random.default_rng(seed)
     train, validation, test = None, [], []
     unlabelled = []  # training label files holding none of the site's ids for the job's organs
@@ -266,7 +305,7 @@ def load_site_data(
             if split == "training":
                 if not bool((d["label"] > 0).any()):
                     unlabelled.append(case["label"])
-                d = resize_label(resize_image(d))
+                d = to_training_grid(d)
                 img, lab = d["image"].as_tensor(), d["label"].as_tensor()
                 if spatial_dims == 2:
                     img, lab = img.permute(3, 0, 1, 2), lab.permute(3, 0, 1, 2)  # (D, 1, S, S)
@@ -280,14 +319,22 @@ def load_site_data(
                 patients.append(torch.full((len(img),), i, dtype=torch.int64))
             else:
                 label = d["label"].as_tensor().to(torch.uint8)
-                d = resize_image(d)
-                volume = EvalVolume(image=d["image"].as_tensor().float(), label=label)
+                image = to_model_grid({"image": d["image"]})["image"]
+                if grid.resamples:  # keeps its resampling and crop, to be inverted
+                    volume = EvalVolume(image=image, label=label, grid=grid)
+                else:
+                    volume = EvalVolume(image=image.as_tensor().float(), label=label)
                 (validation if split == "validation" else test).append(volume)
             if progress:
                 progress(f"{split} {i + 1}/{len(cases)}")
         if split == "training":
             _check_listed_ids_occur(site, organs, cases, unlabelled)
-            train = TrainSamples(torch.cat(images), torch.cat(labels), patients=torch.cat(patients))
+            extents = None
+            if grid.resamples:  # slices of each volume's own size, padded to the site's largest
+                extents = torch.cat([torch.tensor(i.shape[2:4]).expand(len(i), 2) for i in images])
+            train = TrainSamples(
+                pad_to_largest(images), pad_to_largest(labels), patients=torch.cat(patients), extents=extents
+            )
     present = [o for o in organs if o in site.labels]
     if train is not None:
         labelled = torch.tensor([True] + [o in present for o in organs])
