@@ -143,6 +143,8 @@ class TrainConfig:
                 f"spatial_size {list(cfg.spatial_size)} does not match spatial_dims {cfg.model.spatial_dims}"
             )
         ModelGrid.of(cfg)  # checks pixel_spacing
+        if cfg.pixel_spacing is not None:
+            cfg.pixel_spacing = tuple(float(v) for v in cfg.pixel_spacing)
         if not 0 <= cfg.sliding_window_overlap < 1:
             raise ValueError(f"sliding_window_overlap must be in [0, 1), got {cfg.sliding_window_overlap}")
         return cfg
