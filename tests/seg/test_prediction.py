@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 from fedgin.seg.data.labels import MapLabelsd, class_lookup
-from fedgin.seg.data.site_data import DataError, load_site_data
+from fedgin.seg.data.site_data import DataError, TrainSamples, load_site_data
 from fedgin.seg.evaluation import evaluate_model
 from fedgin.seg.prediction import Segmenter, organ_volumes_ml
 from fedgin.seg.site_config import load_site_config
@@ -13,24 +13,33 @@ from fedgin.seg.training import TrainConfig, Trainer
 from helpers import ABDOMEN, TINY_TRAINING, write_nifti
 from monai.metrics import DiceMetric
 
+# The two grids (fedgin.seg.data.geometry): slices resized to the model's size, or resampled to 6 mm
+# (the fixtures have 3 mm), cropped to the body and segmented with a sliding window.
+SCHEMES = {"resize": {}, "spacing": {"pixel_spacing": [6.0, 6.0]}}
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+
+@pytest.fixture(scope="module", params=list(SCHEMES))
+def trained(tmp_path_factory, request):
     """A tiny model trained a few epochs on both real fixtures (so it predicts organs, not only background)."""
     from helpers import FIXTURES, TOTALSEG_IDS, write_site
 
     root = tmp_path_factory.mktemp("trained")
-    config = TrainConfig.from_dict({"organs": ABDOMEN, **TINY_TRAINING, "lr": 1e-2, "batch_size": 8})
+    options = {"organs": ABDOMEN, **TINY_TRAINING, **SCHEMES[request.param], "lr": 1e-2, "batch_size": 8}
+    config = TrainConfig.from_dict(options)
     trainer = Trainer(config, device="cpu")
-    sites = {}
+    sites, parts = {}, []
     for name, modality, image, label in (
         ("ct", "CT", "example_ct_sm.nii.gz", "example_seg.nii.gz"),
         ("mr", "MR", "example_mr_sm.nii.gz", "example_seg_mr.nii.gz"),
     ):
         case = [(str(FIXTURES / image), str(FIXTURES / label))]
         sites[name] = write_site(root / name, modality, {"training": case, "test": case}, TOTALSEG_IDS)
-        data = load_site_data(load_site_config(sites[name]), ABDOMEN, config.spatial_size)
-        trainer.train_epochs(data.train, epochs=15)
+        data = load_site_data(
+            load_site_config(sites[name]), ABDOMEN, config.spatial_size, pixel_spacing=config.pixel_spacing
+        )
+        parts.append(data.train)
+    # Both sites pooled (in the spacing scheme their slices differ in size: padded, windows inside).
+    trainer.train_epochs(TrainSamples.concat(parts, config.num_classes), epochs=20)
     model = root / "model.pt"
     torch.save({"model": trainer.model.state_dict()}, model)
     return config, model, sites
