@@ -15,9 +15,15 @@ from fedgin.tools.jobs import build_job, job_training_config
 from helpers import FIXTURES, REPO, TINY_TRAINING
 
 
-@pytest.fixture
-def job_and_model(tmp_path):
-    job = build_job(REPO / "jobs/fedgin_abdomen", tmp_path / "job", executor_overrides=TINY_TRAINING)
+# Slices resized to the model's size, or resampled to 5 mm (the fixtures have 3 mm), cropped to the
+# body and covered by a sliding window (fedgin.seg.data.geometry).
+GRIDS = {"resize": {}, "spacing": {"pixel_spacing": [5.0, 5.0]}}
+
+
+@pytest.fixture(params=list(GRIDS))
+def job_and_model(tmp_path, request):
+    overrides = {**TINY_TRAINING, **GRIDS[request.param]}
+    job = build_job(REPO / "jobs/fedgin_abdomen", tmp_path / "job", executor_overrides=overrides)
     model = tmp_path / "FL_global_model.pt"
     torch.save({"model": job_training_config(job).build_model().state_dict()}, model)
     return job, model
@@ -73,6 +79,8 @@ def test_the_bundle_runs_without_fedgin_and_gives_predicts_masks(job_and_model, 
     assert meta["fedgin"]["modality"] == modality and meta["fedgin"]["trained_on_modalities"] == ["CT", "MR"]
     assert meta["network_data_format"]["outputs"]["pred"]["channel_def"]["1"] == "liver"
     assert meta["fedgin"]["flare_job"] == "fedgin_abdomen" and meta["fedgin"]["rounds"] == 30
+    resamples = job_training_config(job).pixel_spacing is not None
+    assert ("Spacingd" in (bundle / "configs/inference.json").read_text()) == resamples
     for name in ("metadata.json", "inference.json"):  # no path of this machine (sites, data, model) inside
         assert str(tmp_path) not in (bundle / "configs" / name).read_text()
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from fedgin.seg.data.geometry import BODY_MARGIN, BODY_THRESHOLD
 from fedgin.seg.data.normalization import CTNormalization, normalization_for
 from fedgin.seg.evaluation import load_weights
 from fedgin.seg.prediction import Segmenter
@@ -74,6 +75,26 @@ def intensity_transform(modality: str, normalization: dict | None = None) -> dic
     }
 
 
+def model_grid_transforms(config: TrainConfig) -> list[dict]:
+    """fedgin's way onto the model's grid (:class:`fedgin.seg.data.geometry.ModelGrid`) as MONAI
+    transform configs: the in-plane resize, or the resampling to ``pixel_spacing`` and the body crop."""
+    if config.pixel_spacing is None:
+        size = [int(s) for s in config.spatial_size]
+        return [{"_target_": "Resized", "keys": "image", "spatial_size": [*size, -1], "mode": "area"}]
+    return [
+        {"_target_": "Spacingd", "keys": "image", "pixdim": [*config.pixel_spacing, -1], "mode": "bilinear"},
+        {
+            "_target_": "CropForegroundd",
+            "keys": "image",
+            "source_key": "image",
+            # fedgin.seg.data.geometry.body_in_plane: body in any slice, the same crop for every slice.
+            "select_fn": f"$lambda x: (x > {BODY_THRESHOLD}).any(-1, keepdim=True).expand(x.shape)",
+            "margin": [BODY_MARGIN, BODY_MARGIN, 0],
+            "allow_smaller": True,
+        },
+    ]
+
+
 def inference_config(config: TrainConfig, modality: str, normalization: dict | None = None) -> dict:
     """``configs/inference.json``."""
     size = [int(s) for s in config.spatial_size]
@@ -83,22 +104,53 @@ def inference_config(config: TrainConfig, modality: str, normalization: dict | N
         {"_target_": "EnsureTyped", "keys": "image", "dtype": "$torch.float32", "track_meta": True},
         {"_target_": "Orientationd", "keys": "image", "axcodes": "RAS", "labels": None},
         intensity_transform(modality, normalization),
-        {"_target_": "Resized", "keys": "image", "spatial_size": [*size, -1], "mode": "area"},
+        *model_grid_transforms(config),
     ]
-    postprocessing = [
-        {"_target_": "scripts.restore.RestoreGridd", "keys": "pred", "image_key": "image"},
-        {
-            "_target_": "SaveImaged",
-            "keys": "pred",
-            "output_dir": "@output_dir",
-            "output_postfix": "seg",
-            "output_ext": ".nii.gz",
-            "output_dtype": "$numpy.uint8",
-            "resample": False,
-            "separate_folder": False,
-            "print_log": False,
-        },
-    ]
+    save = {
+        "_target_": "SaveImaged",
+        "keys": "pred",
+        "output_dir": "@output_dir",
+        "output_postfix": "seg",
+        "output_ext": ".nii.gz",
+        "output_dtype": "$numpy.uint8",
+        "resample": False,
+        "separate_folder": False,
+        "print_log": False,
+    }
+    if config.pixel_spacing is None:
+        restore = [{"_target_": "scripts.restore.RestoreGridd", "keys": "pred", "image_key": "image"}]
+        # One window per axial slice (roi = the whole resized slice), as fedgin scores slices.
+        inferer = {
+            "_target_": "SliceInferer",
+            "roi_size": size,
+            "spatial_dim": 2,
+            "sw_batch_size": config.eval_batch_size,
+        }
+    else:
+        # MONAI's own inversion (as the model zoo's bundles): softmax, back through the body crop,
+        # the resampling and the reorientation to the file's grid, argmax.
+        restore = [
+            {"_target_": "Activationsd", "keys": "pred", "softmax": True},
+            {
+                "_target_": "Invertd",
+                "keys": "pred",
+                "transform": "@preprocessing",
+                "orig_keys": "image",
+                "nearest_interp": False,
+                "to_tensor": True,
+            },
+            {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
+        ]
+        # A sliding window over each axial slice, Gaussian-weighted overlaps, as fedgin predicts.
+        inferer = {
+            "_target_": "SliceInferer",
+            "roi_size": size,
+            "spatial_dim": 2,
+            "sw_batch_size": config.eval_batch_size,
+            "overlap": config.sliding_window_overlap,
+            "mode": "gaussian",
+        }
+    postprocessing = [*restore, save]
     return {
         "imports": ["$import glob", "$import os", "$import numpy", "$import torch"],
         "bundle_root": ".",
@@ -117,13 +169,7 @@ def inference_config(config: TrainConfig, modality: str, normalization: dict | N
             "shuffle": False,
             "num_workers": 0,
         },
-        # One window per axial slice (roi = the whole resized slice), as fedgin scores slices.
-        "inferer": {
-            "_target_": "SliceInferer",
-            "roi_size": size,
-            "spatial_dim": 2,
-            "sw_batch_size": config.eval_batch_size,
-        },
+        "inferer": inferer,
         "postprocessing": {"_target_": "Compose", "transforms": postprocessing},
         "handlers": [
             {
@@ -173,8 +219,15 @@ def metadata(
         "task": f"{modality} segmentation of {', '.join(config.organs)}",
         "description": (
             f"A 2D U-Net trained with federated learning (NVIDIA FLARE, FedAvg) and GIN augmentation by fedgin; "
-            f"for {modality} scans. Each axial slice is scored at {config.spatial_size[0]} x "
-            f"{config.spatial_size[1]}; the mask is returned on the input's own grid."
+            f"for {modality} scans. "
+            + (
+                f"Each axial slice is scored at {config.spatial_size[0]} x {config.spatial_size[1]}"
+                if config.pixel_spacing is None
+                else f"Each axial slice is resampled to {config.pixel_spacing[0]} x {config.pixel_spacing[1]} mm, "
+                f"cropped to the body and scored with a {config.spatial_size[0]} x {config.spatial_size[1]} "
+                "sliding window"
+            )
+            + "; the mask is returned on the input's own grid."
         ),
         "authors": "fedgin",
         "copyright": "see the fedgin repository",
@@ -216,6 +269,7 @@ def metadata(
                 "orientation": "RAS",
                 "normalization": intensity_transform(modality),
                 "slice_size": list(config.spatial_size),
+                "pixel_spacing_mm": None if config.pixel_spacing is None else list(config.pixel_spacing),
             },
             "training": {k: v for k, v in config.to_dict().items() if k != "organs"},
         },
