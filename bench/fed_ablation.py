@@ -105,6 +105,7 @@ class Sites:
             name,
             tuple(config.spatial_size),
             config.pixel_spacing,
+            config.context_slices,
             config.model.spatial_dims,
             config.background_slice_fraction,
             seed,
@@ -119,6 +120,7 @@ class Sites:
                 background_slice_fraction=config.background_slice_fraction,
                 seed=seed,
                 pixel_spacing=config.pixel_spacing,
+                context_slices=config.context_slices,
             )
         return self._cache[key]
 

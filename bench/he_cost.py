@@ -198,6 +198,7 @@ def in_process(sites: dict, training: dict, rounds: int, work: Path, log) -> dic
             background_slice_fraction=config.background_slice_fraction,
             seed=site_config.seed,
             pixel_spacing=config.pixel_spacing,
+            context_slices=config.context_slices,
         )
         for way in trainers:
             trainers[way][name] = Trainer(copy.deepcopy(site_config))

@@ -116,6 +116,7 @@ def plain_worker(spec_path: str) -> int:
             background_slice_fraction=cfg.background_slice_fraction,
             seed=cfg.seed,
             pixel_spacing=cfg.pixel_spacing,
+            context_slices=cfg.context_slices,
         )
 
     sites = {}

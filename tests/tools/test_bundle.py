@@ -14,7 +14,6 @@ from fedgin.tools.cli import main
 from fedgin.tools.jobs import build_job, job_training_config
 from helpers import FIXTURES, REPO, TINY_TRAINING
 
-
 # Slices resized to the model's size, or resampled to 5 mm (the fixtures have 3 mm), cropped to the
 # body and covered by a sliding window (fedgin.seg.data.geometry).
 GRIDS = {"resize": {}, "spacing": {"pixel_spacing": [5.0, 5.0]}}
@@ -124,3 +123,9 @@ def test_export_refuses_what_it_cannot_represent(job_and_model, tmp_path, capsys
     torch.save({"model": job_training_config(local).build_model().state_dict()}, tmp_path / "local.pt")
     assert main(["export", "--model", str(tmp_path / "local.pt"), "--job", str(local), *args]) == 1
     assert "local_norm" in capsys.readouterr().err
+    stacked = build_job(
+        REPO / "jobs/fedgin_abdomen", tmp_path / "stacked", executor_overrides={**TINY_TRAINING, "context_slices": 1}
+    )
+    torch.save({"model": job_training_config(stacked).build_model().state_dict()}, tmp_path / "stacked.pt")
+    assert main(["export", "--model", str(tmp_path / "stacked.pt"), "--job", str(stacked), *args]) == 1
+    assert "context_slices (2.5D)" in capsys.readouterr().err

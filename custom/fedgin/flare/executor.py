@@ -151,6 +151,7 @@ class SegmentationExecutor(Executor):
                 background_slice_fraction=self.config.background_slice_fraction,
                 seed=seed,
                 pixel_spacing=self.config.pixel_spacing,
+                context_slices=self.config.context_slices,
             )
         self.trainer = Trainer(self.config)
         on_cpu = self.trainer.device.type == "cpu"

@@ -12,7 +12,8 @@ DEFAULT_STRIDES = (2, 2, 2)
 
 
 class SegmentationUNet(UNet):
-    """MONAI ``UNet`` for one-channel images and ``num_classes`` outputs (background included).
+    """MONAI ``UNet`` for ``in_channels``-channel images (1, or a slice with its neighbours: 2.5D) and
+    ``num_classes`` outputs (background included).
 
     The server's persistor and every site build it from the same arguments, so the job config is
     the one place the architecture is defined.
@@ -28,6 +29,7 @@ class SegmentationUNet(UNet):
         dropout: float = 0.0,
         init_seed: int | None = 0,
         affine_norm: bool = False,
+        in_channels: int = 1,
     ):
         if num_classes < 2:
             raise ValueError(f"num_classes counts the background too and must be >= 2, got {num_classes}")
@@ -40,7 +42,7 @@ class SegmentationUNet(UNet):
                 torch.manual_seed(init_seed)
             super().__init__(
                 spatial_dims=spatial_dims,
-                in_channels=1,
+                in_channels=in_channels,
                 out_channels=num_classes,
                 channels=tuple(channels),
                 strides=tuple(strides),

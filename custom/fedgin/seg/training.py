@@ -17,7 +17,7 @@ from monai.inferers import SlidingWindowInferer
 from monai.metrics import DiceMetric
 
 from fedgin.seg.augmentation import MULTI_VIEW, augment, augment_views, check_augmentation
-from fedgin.seg.data.geometry import ModelGrid
+from fedgin.seg.data.geometry import ModelGrid, slices_with_context
 from fedgin.seg.data.site_data import EvalVolume, TrainSamples
 from fedgin.seg.dp_sgd import CROSS_SAMPLE_AUGMENTATIONS, DPSGDConfig, PatientDPSGD
 from fedgin.seg.losses import PARTIAL_LABEL_MODES, MarginalDiceCELoss
@@ -67,6 +67,9 @@ class TrainConfig:
     pixel_spacing: tuple[float, float] | None = None
     # Overlap of neighbouring sliding windows (spacing scheme), MONAI's SlidingWindowInferer.
     sliding_window_overlap: float = 0.25
+    # 2.5D: each axial slice goes in with this many neighbouring slices on either side as extra
+    # input channels (0: the slice alone). 2D jobs only.
+    context_slices: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)
     gin: GINConfig = field(default_factory=GINConfig)
     local_epochs: int = 1
@@ -143,6 +146,10 @@ class TrainConfig:
                 f"spatial_size {list(cfg.spatial_size)} does not match spatial_dims {cfg.model.spatial_dims}"
             )
         ModelGrid.of(cfg)  # checks pixel_spacing
+        if not isinstance(cfg.context_slices, int) or cfg.context_slices < 0:
+            raise ValueError(f"context_slices must be a whole number >= 0, got {cfg.context_slices!r}")
+        if cfg.context_slices and cfg.model.spatial_dims != 2:
+            raise ValueError("context_slices (2.5D) is for 2D jobs; a 3D job sees the whole volume")
         if cfg.pixel_spacing is not None:
             cfg.pixel_spacing = tuple(float(v) for v in cfg.pixel_spacing)
         if not 0 <= cfg.sliding_window_overlap < 1:
@@ -192,6 +199,7 @@ class TrainConfig:
             "dropout": m.dropout,
             "init_seed": self.seed,
             "affine_norm": m.affine_norm,
+            "in_channels": 1 + 2 * self.context_slices,
         }
 
     def build_model(self) -> SegmentationUNet:
@@ -342,9 +350,9 @@ class Trainer:
     def _loss(self, x: torch.Tensor, y: torch.Tensor, labelled: torch.Tensor) -> torch.Tensor:
         """Augment the batch (on its device) and score it; multi-view families add consistency."""
         if self.augmentation not in MULTI_VIEW:
-            x = augment(self.augmentation, x, self.gin_generator, self.augmentation_kwargs)
+            x = _per_scan(augment, self.augmentation, x, self.gin_generator, self.augmentation_kwargs)
             return self.loss_fn(self.model(x), y, labelled)
-        views = augment_views(self.augmentation, x, self.gin_generator, self.augmentation_kwargs)
+        views = _per_scan(augment_views, self.augmentation, x, self.gin_generator, self.augmentation_kwargs)
         n_views = views.shape[0] // x.shape[0]
         logits = self.model(views)
         repeat = (n_views,) + (1,) * (y.ndim - 1)
@@ -372,7 +380,7 @@ class Trainer:
             mode="gaussian",
         )
         raw = image.as_tensor() if hasattr(image, "as_tensor") else image
-        slices = raw.float().permute(3, 0, 1, 2)  # (D, 1, h, w)
+        slices = slices_with_context(raw.float(), self.config.context_slices)  # (D, 1 + 2k, h, w)
         probs = []
         with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
             for start in range(0, slices.shape[0], self.config.eval_batch_size):
@@ -394,7 +402,7 @@ class Trainer:
             if self.config.model.spatial_dims == 3:
                 probs = self.model(image[None]).float().softmax(1)
                 return F.interpolate(probs, size=out_size, mode="trilinear").argmax(1)[0].cpu()
-            slices = image.permute(3, 0, 1, 2)  # (D, 1, S, S)
+            slices = slices_with_context(image, self.config.context_slices)  # (D, 1 + 2k, S, S)
             preds = []
             for start in range(0, slices.shape[0], self.config.eval_batch_size):
                 probs = self.model(slices[start : start + self.config.eval_batch_size]).float().softmax(1)
@@ -410,6 +418,18 @@ class Trainer:
         """
         per_volume = dice_per_volume(self, volumes)
         return summarize_dice(per_volume, self.config.organs, organs)
+
+
+def _per_scan(fn, kind: str, x: torch.Tensor, generator: torch.Generator, options: dict) -> torch.Tensor:
+    """``fn(kind, x, ...)`` with a 2.5D sample's slices (channels) treated as one scan: they are laid
+    one above the other as a single tall image, so every slice of a sample gets the same random
+    intensity network (GIN's convolutions see one row of the next slice at each seam; the channels
+    are not mixed). One-channel batches go through unchanged."""
+    if x.ndim != 4 or x.shape[1] == 1:
+        return fn(kind, x, generator, options)
+    batch, channels, height, width = x.shape
+    out = fn(kind, x.reshape(batch, 1, channels * height, width), generator, options)
+    return out.reshape(-1, channels, height, width)
 
 
 def _mean(values: list[float]) -> float:

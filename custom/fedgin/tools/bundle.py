@@ -290,12 +290,16 @@ def export_bundle(
     """Write the bundle; returns its folder.
 
     Raises:
-        ValueError: a model that does not fit the job, a 3D job, or one whose sites keep their own
+        ValueError: a model that does not fit the job, a 3D or 2.5D job, or one whose sites keep their own
             norm weights (``local_norm``: the global model alone is no site's model).
     """
     modality = normalize_modality(modality)
     if config.model.spatial_dims != 2:
         raise ValueError("the bundle export handles 2D jobs (slice inference); this job is 3D")
+    if config.context_slices:
+        raise ValueError(
+            "context_slices (2.5D) jobs are not exported: MONAI's SliceInferer feeds the network one slice at a time"
+        )
     if config.local_norm:
         raise ValueError("local_norm jobs have no single model: export a site's model (global + its norm weights)")
     weights = load_weights(model_path)

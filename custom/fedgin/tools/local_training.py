@@ -63,6 +63,7 @@ def train_local(
             background_slice_fraction=config.background_slice_fraction,
             seed=config.seed,
             pixel_spacing=config.pixel_spacing,
+            context_slices=config.context_slices,
         )
         name = site_label(path)
         if name in parts:

@@ -139,3 +139,17 @@ class ModelGrid:
                 best = torch.where(better, p, best)
                 classes[better] = c
         return classes
+
+
+def slices_with_context(volume: torch.Tensor, context: int) -> torch.Tensor:
+    """The axial slices of ``volume`` (1, H, W, D) as model inputs (D, 1 + 2·context, H, W): each
+    slice with its ``context`` neighbours on either side as extra channels (2.5D), in order, the
+    volume's first and last slice repeated past its ends. ``context`` 0: (D, 1, H, W)."""
+    if volume.ndim != 4 or volume.shape[0] != 1:
+        raise ValueError(f"expected a volume of shape (1, H, W, D), got {tuple(volume.shape)}")
+    slices = volume[0].permute(2, 0, 1)  # (D, H, W)
+    if context == 0:
+        return slices[:, None]
+    depth = slices.shape[0]
+    index = (torch.arange(depth)[:, None] + torch.arange(-context, context + 1)[None]).clamp(0, depth - 1)
+    return slices[index]  # (D, 1 + 2·context, H, W)

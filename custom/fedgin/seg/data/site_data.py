@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from monai.transforms import Compose, EnsureChannelFirstd, EnsureTyped, LoadImaged, Orientationd
 
-from fedgin.seg.data.geometry import ModelGrid
+from fedgin.seg.data.geometry import ModelGrid, slices_with_context
 from fedgin.seg.data.labels import MapLabelsd, class_lookup
 from fedgin.seg.data.normalization import normalization_for
 from fedgin.seg.site_config import SiteConfig
@@ -37,7 +37,8 @@ class DataError(ValueError):
 
 @dataclass
 class TrainSamples:
-    """Training samples as stacked tensors: images (N, 1, *spatial) float32, labels (N, 1, *spatial) uint8.
+    """Training samples as stacked tensors: images (N, C, *spatial) float32 (C = 1, or a slice with its
+    neighbours: 2.5D), labels (N, 1, *spatial) uint8.
 
     ``labelled`` (N, num_classes) bool says which classes each sample's label map annotates (a site
     with partial labels lacks some organs); None means all of them. ``patients`` (N,) int64 says
@@ -270,6 +271,7 @@ def load_site_data(
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
     pixel_spacing: Sequence[float] | None = None,
+    context_slices: int = 0,
 ) -> SiteData:
     """Load and preprocess the given splits of a site once.
 
@@ -284,6 +286,8 @@ def load_site_data(
         progress: called with a short message per loaded volume (no file names: may be logged).
         pixel_spacing: in-plane spacing (mm) to resample to (2D; :mod:`fedgin.seg.data.geometry`),
             or None to resize every slice to ``spatial_size``.
+        context_slices: 2D training samples carry this many neighbouring slices on either side as
+            extra channels (2.5D; :func:`fedgin.seg.data.geometry.slices_with_context`).
     """
     if not any(o in site.labels for o in organs):
         raise DataError(f"{site.path}: 'labels' names none of the job's organs {list(organs)}")
@@ -308,7 +312,7 @@ def load_site_data(
                 d = to_training_grid(d)
                 img, lab = d["image"].as_tensor(), d["label"].as_tensor()
                 if spatial_dims == 2:
-                    img, lab = img.permute(3, 0, 1, 2), lab.permute(3, 0, 1, 2)  # (D, 1, S, S)
+                    img, lab = slices_with_context(img, context_slices), lab.permute(3, 0, 1, 2)  # (D, C, S, S)
                     has_organ = lab.flatten(1).amax(1) > 0
                     keep = has_organ | torch.as_tensor(rng.random(len(has_organ)) < background_slice_fraction)
                     img, lab = img[keep], lab[keep]
