@@ -170,3 +170,19 @@ def test_heart_job_trains_on_heart_phantoms(tmp_path):
     dxo = from_shareable(ex.execute("train", _task(weights), FLContext(), Signal()))
     assert dxo.data_kind == DataKind.WEIGHT_DIFF
     assert set(dxo.get_meta_prop(MetaKey.INITIAL_METRICS)) == {"val_mean_dice", "val_dice_heart"}
+
+
+def test_the_jobs_grid_and_context_options_reach_the_sites_data_and_model(fixture_sites):
+    options = {**TINY, "pixel_spacing": [5.0, 5.0], "context_slices": 1}
+    ex = SegmentationExecutor(organs=ABDOMEN, **options)
+    ex.site_name = "site-mri"
+    ex.setup(fixture_sites["site-mri"], FLContext())
+    assert ex.data.train.images.shape[1] == 3 and ex.data.train.extents is not None
+    assert all(v.grid is not None for v in ex.data.validation)
+    model = TrainConfig.from_dict({"organs": ABDOMEN, **options}).build_model()
+    weights = {k: v.numpy() for k, v in model.state_dict().items()}
+    ctx, signal = FLContext(), Signal()
+    dxo = from_shareable(ex.execute("train", _task(weights), ctx, signal))
+    assert dxo.data_kind == DataKind.WEIGHT_DIFF and dxo.get_meta_prop(MetaKey.NUM_STEPS_CURRENT_ROUND) > 0
+    metrics = from_shareable(ex.execute("validate", _task(weights), ctx, signal)).data
+    assert 0.0 <= metrics["val_mean_dice"] <= 1.0
