@@ -73,6 +73,19 @@ def test_the_inverted_prediction_of_a_perfect_model_matches_the_label_on_its_own
         assert float(metric(flipped[None, None], volume.label[None].long())[0, 0]) < 0.5
 
 
+def test_a_blank_scan_is_kept_whole_not_cropped_to_nothing(tmp_path):
+    write_nifti(tmp_path / "blank.nii.gz", np.full((40, 36, 3), -1000.0, np.float32), np.diag([2.0, 2.0, 3.0, 1.0]))
+    write_nifti(tmp_path / "lab.nii.gz", np.zeros((40, 36, 3), np.uint8), np.diag([2.0, 2.0, 3.0, 1.0]))
+    cfg = write_site(
+        tmp_path,
+        "CT",
+        {"training": [("blank.nii.gz", "lab.nii.gz")], "test": [("blank.nii.gz", "lab.nii.gz")]},
+        {"liver": 6},
+    )
+    data = load_site_data(load_site_config(cfg), ["liver"], (16, 16), splits=("test",), pixel_spacing=(4.0, 4.0))
+    assert tuple(data.test[0].image.shape) == (1, 20, 18, 3)
+
+
 def test_only_the_grid_that_resampled_a_volume_inverts_it(site):
     data = load_site_data(site, ["liver"], (32, 32), splits=("test",), pixel_spacing=SPACING)
     volume = data.test[0]

@@ -33,8 +33,11 @@ BODY_MARGIN = 4
 
 def body_in_plane(image):
     """``CropForegroundd``'s selector: a pixel is foreground if the body covers it in any slice, so
-    the crop is in-plane only and the same for every slice of a volume (the axial axis is last)."""
+    the crop is in-plane only and the same for every slice of a volume (the axial axis is last). A
+    scan with no body at all is kept whole."""
     mask = image > BODY_THRESHOLD
+    if not mask.any():  # nothing above the threshold (a blank scan): keep the whole slice
+        mask = mask | True
     if isinstance(mask, torch.Tensor):
         return mask.any(-1, keepdim=True).expand(mask.shape)
     return np.broadcast_to(mask.any(-1, keepdims=True), mask.shape)
