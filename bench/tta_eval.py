@@ -104,6 +104,10 @@ def main(argv=None) -> int:
     for path in args.model:
         saved = torch.load(path, map_location="cpu", weights_only=False)
         config = TrainConfig.from_dict(saved["config"])
+        if config.pixel_spacing is not None or config.context_slices:
+            raise SystemExit(
+                f"{path}: test-time augmentation here is for resized 2D slices (no pixel_spacing, no context)"
+            )
         trainer = Trainer(config, device="cpu")
         trainer.model.load_state_dict(saved["model"])
         for item in args.site:

@@ -5,6 +5,7 @@ import json
 import sys
 import tempfile
 
+import numpy as np
 import pytest
 import torch
 from fedgin.tools.phantoms import generate_phantom_dataset
@@ -70,6 +71,27 @@ def test_in_process_fedavg_gives_the_flare_simulators_global_model(tmp_path, mon
         assert all((result["best_val_model"][k] == ours[k]).all() for k in ours)
     assert set(result["test_best_val"]) == set(result["test"])
     json.dumps({k: v for k, v in result.items() if k not in ("model", "best_val_model", "config")})  # plain JSON
+
+
+def test_the_best_checkpoint_is_the_round_with_the_best_mean_validation_dice():
+    ablation = load_ablation()
+    best = ablation.BestCheckpoint()
+
+    def val(ct, mri):
+        return {"site-ct": {"mean_dice": ct}, "site-mri": {"mean_dice": mri}}
+
+    weights = {"w": np.zeros(2)}
+    best.offer(1, val(0.2, 0.4), weights)
+    weights["w"] += 1  # the caller's array changes on: the checkpoint keeps a copy
+    best.offer(2, val(0.5, 0.3), weights)  # mean 0.4: better
+    best.offer(3, val(0.1, 0.2), {"w": np.full(2, 3.0)})
+    assert best.round == 2 and best.val == pytest.approx(0.4)
+    weights["w"] += 1
+    assert best.weights["w"].tolist() == [1.0, 1.0]
+    best.offer(4, val(0.4, float("nan")), {"w": np.full(2, 4.0)})  # a site without organs: mean of the rest
+    assert best.round == 4
+    best.offer(5, val(0.4, 0.4), {"w": np.full(2, 5.0)})  # a tie: the later round
+    assert best.round == 5 and best.weights["w"].tolist() == [5.0, 5.0]
 
 
 def test_report_gives_the_seed_mean_and_range_and_every_runs_organs(tmp_path):

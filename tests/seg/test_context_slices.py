@@ -18,6 +18,9 @@ def test_each_slice_comes_with_its_neighbours_in_order_and_the_ends_repeated():
     assert stacks[:, :, 0, 0].tolist() == [[0, 0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 3]]
     assert slices_with_context(volume, 0).shape == (4, 1, 2, 3)
     assert slices_with_context(volume, 2)[0, :, 0, 0].tolist() == [0, 0, 0, 1, 2]
+    keep = torch.tensor([False, True, False, True])
+    assert torch.equal(slices_with_context(volume, 1, at=keep), stacks[keep])  # only the kept slices
+    assert torch.equal(slices_with_context(volume, 1, at=torch.tensor([3])), stacks[3:])
     with pytest.raises(ValueError, match="shape"):
         slices_with_context(volume[0], 1)
 

@@ -111,6 +111,21 @@ def test_the_bundle_runs_without_fedgin_and_gives_predicts_masks(job_and_model, 
     assert len(np.unique(np.asarray(ours.dataobj))) > 1  # not a blank mask: the comparison means something
 
 
+def test_the_bundles_body_crop_selects_what_fedgins_does():
+    from fedgin.seg.data.geometry import body_in_plane
+    from fedgin.seg.training import TrainConfig
+    from fedgin.tools.bundle import model_grid_transforms
+
+    config = TrainConfig.from_dict({"organs": ["liver"], "pixel_spacing": [1.5, 1.5]})
+    (crop,) = [t for t in model_grid_transforms(config) if t["_target_"] == "CropForegroundd"]
+    select = eval(crop["select_fn"][1:], {"torch": torch})  # MONAI's "$" expression
+    body = torch.zeros(1, 20, 16, 5)
+    body[0, 4:12, 3:9, 2] = 0.5
+    for image in (body, torch.zeros(1, 20, 16, 5)):  # a body in one slice; a blank scan (kept whole)
+        assert torch.equal(select(image), torch.as_tensor(body_in_plane(image)))
+    assert bool(select(torch.zeros(1, 20, 16, 5)).all())
+
+
 def test_export_refuses_what_it_cannot_represent(job_and_model, tmp_path, capsys):
     job, model = job_and_model
     heart = build_job(REPO / "jobs/fedgin_heart", tmp_path / "heart", executor_overrides=TINY_TRAINING)

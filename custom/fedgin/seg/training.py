@@ -146,7 +146,7 @@ class TrainConfig:
                 f"spatial_size {list(cfg.spatial_size)} does not match spatial_dims {cfg.model.spatial_dims}"
             )
         ModelGrid.of(cfg)  # checks pixel_spacing
-        if not isinstance(cfg.context_slices, int) or cfg.context_slices < 0:
+        if isinstance(cfg.context_slices, bool) or not isinstance(cfg.context_slices, int) or cfg.context_slices < 0:
             raise ValueError(f"context_slices must be a whole number >= 0, got {cfg.context_slices!r}")
         if cfg.context_slices and cfg.model.spatial_dims != 2:
             raise ValueError("context_slices (2.5D) is for 2D jobs; a 3D job sees the whole volume")
@@ -380,13 +380,16 @@ class Trainer:
             mode="gaussian",
         )
         raw = image.as_tensor() if hasattr(image, "as_tensor") else image
-        slices = slices_with_context(raw.float(), self.config.context_slices)  # (D, 1 + 2k, h, w)
-        probs = []
+        depth, step = raw.shape[-1], self.config.eval_batch_size
+        probs = torch.empty(self.config.num_classes, *raw.shape[1:3], depth)  # (C, h, w, D), filled in place
         with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
-            for start in range(0, slices.shape[0], self.config.eval_batch_size):
-                batch = slices[start : start + self.config.eval_batch_size].to(self.device)
-                probs.append(inferer(batch, self.model).float().softmax(1).cpu())
-        return grid.classes_on_volume_grid(torch.cat(probs).permute(1, 2, 3, 0), image, out_size)
+            for start in range(0, depth, step):
+                at = torch.arange(start, min(start + step, depth))
+                batch = slices_with_context(raw.float(), self.config.context_slices, at=at).to(self.device)
+                probs[..., start : start + len(at)] = (
+                    inferer(batch, self.model).float().softmax(1).permute(1, 2, 3, 0).cpu()
+                )
+        return grid.classes_on_volume_grid(probs, image, out_size)
 
     @torch.no_grad()
     def predict_image(self, image: torch.Tensor, out_size: tuple[int, ...]) -> torch.Tensor:
@@ -424,7 +427,9 @@ def _per_scan(fn, kind: str, x: torch.Tensor, generator: torch.Generator, option
     """``fn(kind, x, ...)`` with a 2.5D sample's slices (channels) treated as one scan: they are laid
     one above the other as a single tall image, so every slice of a sample gets the same random
     intensity network (GIN's convolutions see one row of the next slice at each seam; the channels
-    are not mixed). One-channel batches go through unchanged."""
+    are not mixed). GIN-IPA's blending mask and the amplitude family's spectrum then span the tall
+    image: neighbouring slices get different parts of one mask or spectrum. One-channel batches go
+    through unchanged."""
     if x.ndim != 4 or x.shape[1] == 1:
         return fn(kind, x, generator, options)
     batch, channels, height, width = x.shape

@@ -82,13 +82,21 @@ def model_grid_transforms(config: TrainConfig) -> list[dict]:
         size = [int(s) for s in config.spatial_size]
         return [{"_target_": "Resized", "keys": "image", "spatial_size": [*size, -1], "mode": "area"}]
     return [
-        {"_target_": "Spacingd", "keys": "image", "pixdim": [*config.pixel_spacing, -1], "mode": "bilinear"},
+        {
+            "_target_": "Spacingd",
+            "keys": "image",
+            "pixdim": [*config.pixel_spacing, -1],
+            "mode": "bilinear",
+            "dtype": "$torch.float32",
+        },
         {
             "_target_": "CropForegroundd",
             "keys": "image",
             "source_key": "image",
-            # fedgin.seg.data.geometry.body_in_plane: body in any slice, the same crop for every slice.
-            "select_fn": f"$lambda x: (x > {BODY_THRESHOLD}).any(-1, keepdim=True).expand(x.shape)",
+            # fedgin.seg.data.geometry.body_in_plane: body in any slice, the same crop for every slice;
+            # a blank scan is kept whole.
+            "select_fn": f"$lambda x: ((x > {BODY_THRESHOLD}) | ~(x > {BODY_THRESHOLD}).any())"
+            ".any(-1, keepdim=True).expand(x.shape)",
             "margin": [BODY_MARGIN, BODY_MARGIN, 0],
             "allow_smaller": True,
         },

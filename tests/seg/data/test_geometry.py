@@ -86,6 +86,19 @@ def test_a_blank_scan_is_kept_whole_not_cropped_to_nothing(tmp_path):
     assert tuple(data.test[0].image.shape) == (1, 20, 18, 3)
 
 
+def test_pixel_spacing_is_x_then_y_in_ras_order(site):
+    data = load_site_data(site, ["liver"], (32, 32), splits=("test",), pixel_spacing=(1.6, 2.0))
+    volume = data.test[0]
+    assert np.allclose(np.diag(np.asarray(volume.image.affine))[:3], (1.6, 2.0, 3.0))
+    assert volume.grid.classes_on_volume_grid(
+        torch.ones(2, *volume.image.shape[1:]), volume.image, volume.label.shape[1:]
+    ).shape == tuple(volume.label.shape[1:])
+
+
+@pytest.mark.skipif(
+    torch.multiprocessing.get_start_method(allow_none=True) == "spawn",
+    reason="MONAI skips its transform identity check under the spawn start method",
+)
 def test_only_the_grid_that_resampled_a_volume_inverts_it(site):
     data = load_site_data(site, ["liver"], (32, 32), splits=("test",), pixel_spacing=SPACING)
     volume = data.test[0]

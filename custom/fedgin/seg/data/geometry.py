@@ -4,7 +4,8 @@ Two schemes, chosen by the job's ``pixel_spacing``:
 
 - **resize** (``pixel_spacing`` None): every slice is resized to ``spatial_size`` whatever its field of
   view and spacing; predictions (probabilities) are interpolated back to the volume's grid.
-- **spacing** (``pixel_spacing`` [sy, sx] in mm, 2D jobs): as MONAI's and nnU-Net's pipelines do,
+- **spacing** (``pixel_spacing`` [x, y] in mm, 2D jobs; RAS order: right-left, then posterior-anterior,
+  not DICOM's row/column order): as MONAI's and nnU-Net's pipelines do,
   each volume is resampled in-plane to that spacing (MONAI ``Spacingd``, through-plane spacing
   kept) and cropped in-plane to the body (``CropForegroundd``), so an organ has the same size in
   pixels in every scan; training takes random ``spatial_size`` windows of those slices
@@ -50,7 +51,8 @@ class ModelGrid:
         spatial_size: the model's input size (2 values for 2D, 3 for 3D); with ``pixel_spacing``,
             the size of the training windows and of the sliding window.
         spatial_dims: 2 (axial slices) or 3 (whole volumes).
-        pixel_spacing: in-plane spacing in mm to resample to (2D only), or None to resize.
+        pixel_spacing: in-plane spacing in mm to resample to, [x, y] in RAS order (2D only), or
+            None to resize.
 
     Raises:
         ValueError: for a spacing that is not two positive numbers, or a spacing with a 3D job.
@@ -110,21 +112,23 @@ class ModelGrid:
     def _physical(self, keys: list[str]) -> list:
         modes = ["bilinear" if k == "image" else "nearest" for k in keys]
         return [
-            Spacingd(keys, pixdim=(*self.pixel_spacing, -1), mode=modes),  # -1: keep the slice spacing
+            # -1 keeps the slice spacing; float32 halves MONAI's sampling grid (its default is float64).
+            Spacingd(keys, pixdim=(*self.pixel_spacing, -1), mode=modes, dtype=torch.float32),
             CropForegroundd(
                 keys, "image", select_fn=body_in_plane, margin=(BODY_MARGIN, BODY_MARGIN, 0), allow_smaller=True
             ),
         ]
 
     def classes_on_volume_grid(self, probabilities: torch.Tensor, image, out_size: Sequence[int]) -> torch.Tensor:
-        """Class indices (*out_size) on the volume's own grid from class probabilities (C, h, w, D) of
-        ``image``, the output of :meth:`image_transform` (spacing scheme): the crop and resampling
-        are inverted one class at a time (MONAI's ``Compose.inverse``, as ``Invertd`` does: bilinear;
-        no more than one class's full-size map in memory), then the argmax is taken."""
+        """Class indices (*out_size, uint8) on the volume's own grid from class probabilities
+        (C, h, w, D) of ``image``, the output of :meth:`image_transform` (spacing scheme): the crop
+        and resampling are inverted one class at a time (MONAI's ``Compose.inverse``, as ``Invertd``
+        does: bilinear, float32), keeping the running maximum and its class, so the full-size maps in
+        memory are the one being inverted (and MONAI's sampling grid) plus that maximum."""
         if not self.resamples:
             raise ValueError("classes_on_volume_grid inverts the spacing scheme; the resize scheme interpolates")
         out_size = tuple(int(s) for s in out_size)
-        best, classes = None, None
+        best, classes = None, torch.zeros(out_size, dtype=torch.uint8)
         for c in range(probabilities.shape[0]):
             # Each class map carries the image's record of transforms (a copy: inverting pops it).
             pred = MetaTensor(
@@ -136,23 +140,24 @@ class ModelGrid:
             if tuple(p.shape) != out_size:
                 raise ValueError(f"inverted prediction has shape {tuple(p.shape)}, the volume {out_size}")
             if best is None:
-                best, classes = p, torch.zeros(out_size, dtype=torch.int64)
-            else:
-                better = p > best
-                best = torch.where(better, p, best)
-                classes[better] = c
+                best = p.float()
+                continue
+            better = p > best
+            classes[better] = c
+            torch.maximum(best, p, out=best)
+            del p, better
         return classes
 
 
-def slices_with_context(volume: torch.Tensor, context: int) -> torch.Tensor:
+def slices_with_context(volume: torch.Tensor, context: int, at: torch.Tensor | None = None) -> torch.Tensor:
     """The axial slices of ``volume`` (1, H, W, D) as model inputs (D, 1 + 2·context, H, W): each
     slice with its ``context`` neighbours on either side as extra channels (2.5D), in order, the
-    volume's first and last slice repeated past its ends. ``context`` 0: (D, 1, H, W)."""
+    volume's first and last slice repeated past its ends. ``context`` 0: (D, 1, H, W). ``at``: only
+    the slices at these positions (a bool mask or indices), built without the others."""
     if volume.ndim != 4 or volume.shape[0] != 1:
         raise ValueError(f"expected a volume of shape (1, H, W, D), got {tuple(volume.shape)}")
     slices = volume[0].permute(2, 0, 1)  # (D, H, W)
-    if context == 0:
-        return slices[:, None]
     depth = slices.shape[0]
-    index = (torch.arange(depth)[:, None] + torch.arange(-context, context + 1)[None]).clamp(0, depth - 1)
-    return slices[index]  # (D, 1 + 2·context, H, W)
+    centres = torch.arange(depth) if at is None else torch.arange(depth)[at]
+    index = (centres[:, None] + torch.arange(-context, context + 1)[None]).clamp(0, depth - 1)
+    return slices[index]  # (len(centres), 1 + 2·context, H, W)

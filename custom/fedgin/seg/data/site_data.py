@@ -312,10 +312,10 @@ def load_site_data(
                 d = to_training_grid(d)
                 img, lab = d["image"].as_tensor(), d["label"].as_tensor()
                 if spatial_dims == 2:
-                    img, lab = slices_with_context(img, context_slices), lab.permute(3, 0, 1, 2)  # (D, C, S, S)
+                    lab = lab.permute(3, 0, 1, 2)  # (D, 1, S, S)
                     has_organ = lab.flatten(1).amax(1) > 0
                     keep = has_organ | torch.as_tensor(rng.random(len(has_organ)) < background_slice_fraction)
-                    img, lab = img[keep], lab[keep]
+                    img, lab = slices_with_context(img, context_slices, at=keep), lab[keep]  # (kept, C, S, S)
                 else:
                     img, lab = img[None], lab[None]
                 images.append(img.float())
