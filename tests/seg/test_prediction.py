@@ -39,7 +39,7 @@ def trained(tmp_path_factory, request):
         )
         parts.append(data.train)
     # Both sites pooled (in the spacing scheme their slices differ in size: padded, windows inside).
-    trainer.train_epochs(TrainSamples.concat(parts, config.num_classes), epochs=20)
+    trainer.train_epochs(TrainSamples.concat(parts, config.num_classes), epochs=40)
     model = root / "model.pt"
     torch.save({"model": trainer.model.state_dict()}, model)
     return config, model, sites
