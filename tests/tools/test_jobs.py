@@ -119,6 +119,9 @@ def test_model_override_reaches_the_server_model(tmp_path):
     out = build_job(REPO / "jobs/fedgin_heart", tmp_path / "job", executor_overrides={"model": tiny})
     args = server_model_args(json.loads((out / SERVER_CONFIG).read_text()))
     assert args["channels"] == [4, 8] and args["strides"] == [2] and args["num_classes"] == 2
+    assert args["in_channels"] == 1
+    stacked = build_job(REPO / "jobs/fedgin_heart", tmp_path / "stacked", executor_overrides={"context_slices": 2})
+    assert server_model_args(json.loads((stacked / SERVER_CONFIG).read_text()))["in_channels"] == 5  # 2.5D
 
 
 def test_not_a_job_folder(tmp_path):
