@@ -103,28 +103,9 @@ def model_grid_transforms(config: TrainConfig) -> list[dict]:
     ]
 
 
-def inference_config(config: TrainConfig, modality: str, normalization: dict | None = None) -> dict:
-    """``configs/inference.json``."""
+def _restore_and_inferer(config: TrainConfig) -> tuple[list[dict], dict]:
+    """The bundle's inferer and the post-processing steps before saving, for the job's grid."""
     size = [int(s) for s in config.spatial_size]
-    preprocessing = [
-        {"_target_": "LoadImaged", "keys": "image", "reader": "NibabelReader", "image_only": True},
-        {"_target_": "EnsureChannelFirstd", "keys": "image"},
-        {"_target_": "EnsureTyped", "keys": "image", "dtype": "$torch.float32", "track_meta": True},
-        {"_target_": "Orientationd", "keys": "image", "axcodes": "RAS", "labels": None},
-        intensity_transform(modality, normalization),
-        *model_grid_transforms(config),
-    ]
-    save = {
-        "_target_": "SaveImaged",
-        "keys": "pred",
-        "output_dir": "@output_dir",
-        "output_postfix": "seg",
-        "output_ext": ".nii.gz",
-        "output_dtype": "$numpy.uint8",
-        "resample": False,
-        "separate_folder": False,
-        "print_log": False,
-    }
     if config.pixel_spacing is None:
         restore = [{"_target_": "scripts.restore.RestoreGridd", "keys": "pred", "image_key": "image"}]
         # One window per axial slice (roi = the whole resized slice), as fedgin scores slices.
@@ -158,6 +139,31 @@ def inference_config(config: TrainConfig, modality: str, normalization: dict | N
             "overlap": config.sliding_window_overlap,
             "mode": "gaussian",
         }
+    return restore, inferer
+
+
+def inference_config(config: TrainConfig, modality: str, normalization: dict | None = None) -> dict:
+    """``configs/inference.json``."""
+    preprocessing = [
+        {"_target_": "LoadImaged", "keys": "image", "reader": "NibabelReader", "image_only": True},
+        {"_target_": "EnsureChannelFirstd", "keys": "image"},
+        {"_target_": "EnsureTyped", "keys": "image", "dtype": "$torch.float32", "track_meta": True},
+        {"_target_": "Orientationd", "keys": "image", "axcodes": "RAS", "labels": None},
+        intensity_transform(modality, normalization),
+        *model_grid_transforms(config),
+    ]
+    save = {
+        "_target_": "SaveImaged",
+        "keys": "pred",
+        "output_dir": "@output_dir",
+        "output_postfix": "seg",
+        "output_ext": ".nii.gz",
+        "output_dtype": "$numpy.uint8",
+        "resample": False,
+        "separate_folder": False,
+        "print_log": False,
+    }
+    restore, inferer = _restore_and_inferer(config)
     postprocessing = [*restore, save]
     return {
         "imports": ["$import glob", "$import os", "$import numpy", "$import torch"],
@@ -201,6 +207,21 @@ def inference_config(config: TrainConfig, modality: str, normalization: dict | N
     }
 
 
+def _description(config: TrainConfig, modality: str) -> str:
+    return (
+        f"A 2D U-Net trained with federated learning (NVIDIA FLARE, FedAvg) and GIN augmentation by fedgin; "
+        f"for {modality} scans. "
+        + (
+            f"Each axial slice is scored at {config.spatial_size[0]} x {config.spatial_size[1]}"
+            if config.pixel_spacing is None
+            else f"Each axial slice is resampled to {config.pixel_spacing[0]} x {config.pixel_spacing[1]} mm, "
+            f"cropped to the body and scored with a {config.spatial_size[0]} x {config.spatial_size[1]} "
+            "sliding window"
+        )
+        + "; the mask is returned on the input's own grid."
+    )
+
+
 def metadata(
     config: TrainConfig,
     modality: str,
@@ -225,18 +246,7 @@ def metadata(
         "numpy_version": numpy.__version__,
         "required_packages_version": {"nibabel": nibabel.__version__},
         "task": f"{modality} segmentation of {', '.join(config.organs)}",
-        "description": (
-            f"A 2D U-Net trained with federated learning (NVIDIA FLARE, FedAvg) and GIN augmentation by fedgin; "
-            f"for {modality} scans. "
-            + (
-                f"Each axial slice is scored at {config.spatial_size[0]} x {config.spatial_size[1]}"
-                if config.pixel_spacing is None
-                else f"Each axial slice is resampled to {config.pixel_spacing[0]} x {config.pixel_spacing[1]} mm, "
-                f"cropped to the body and scored with a {config.spatial_size[0]} x {config.spatial_size[1]} "
-                "sliding window"
-            )
-            + "; the mask is returned on the input's own grid."
-        ),
+        "description": _description(config, modality),
         "authors": "fedgin",
         "copyright": "see the fedgin repository",
         "network_data_format": {

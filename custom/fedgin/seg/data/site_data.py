@@ -261,6 +261,18 @@ def _check_listed_ids_occur(site: SiteConfig, organs: Sequence[str], cases: list
         )
 
 
+def _training_samples(d: dict, spatial_dims: int, context_slices: int, keep_background: Callable):
+    """Image and label samples of one volume on the training grid: its organ slices and a seeded
+    share of organ-free ones (2D, with their neighbours as channels for 2.5D), or the volume (3D)."""
+    img, lab = d["image"].as_tensor(), d["label"].as_tensor()
+    if spatial_dims != 2:
+        return img[None], lab[None]
+    lab = lab.permute(3, 0, 1, 2)  # (D, 1, S, S)
+    has_organ = lab.flatten(1).amax(1) > 0
+    keep = has_organ | keep_background(len(has_organ))
+    return slices_with_context(img, context_slices, at=keep), lab[keep]  # (kept, C, S, S)
+
+
 def load_site_data(
     site: SiteConfig,
     organs: Sequence[str],
@@ -295,6 +307,10 @@ def load_site_data(
     grid = ModelGrid(spatial_size, spatial_dims, pixel_spacing)
     to_training_grid, to_model_grid = grid.training_transform(), grid.image_transform()
     rng = np.random.default_rng(seed)
+
+    def keep_background(n: int) -> torch.Tensor:  # which of n organ-free slices to keep (seeded)
+        return torch.as_tensor(rng.random(n) < background_slice_fraction)
+
     train, validation, test = None, [], []
     unlabelled = []  # training label files holding none of the site's ids for the job's organs
     for split in splits:
@@ -309,15 +325,7 @@ def load_site_data(
             if split == "training":
                 if not bool((d["label"] > 0).any()):
                     unlabelled.append(case["label"])
-                d = to_training_grid(d)
-                img, lab = d["image"].as_tensor(), d["label"].as_tensor()
-                if spatial_dims == 2:
-                    lab = lab.permute(3, 0, 1, 2)  # (D, 1, S, S)
-                    has_organ = lab.flatten(1).amax(1) > 0
-                    keep = has_organ | torch.as_tensor(rng.random(len(has_organ)) < background_slice_fraction)
-                    img, lab = slices_with_context(img, context_slices, at=keep), lab[keep]  # (kept, C, S, S)
-                else:
-                    img, lab = img[None], lab[None]
+                img, lab = _training_samples(to_training_grid(d), spatial_dims, context_slices, keep_background)
                 images.append(img.float())
                 labels.append(lab.to(torch.uint8))
                 patients.append(torch.full((len(img),), i, dtype=torch.int64))
