@@ -19,9 +19,8 @@ from helpers import FIXTURES, REPO, TINY_TRAINING
 GRIDS = {"resize": {}, "spacing": {"pixel_spacing": [5.0, 5.0]}}
 
 
-@pytest.fixture(params=list(GRIDS))
-def job_and_model(tmp_path, request):
-    overrides = {**TINY_TRAINING, **GRIDS[request.param]}
+def _job_and_model(tmp_path, grid: str = "resize"):
+    overrides = {**TINY_TRAINING, **GRIDS[grid]}
     job = build_job(REPO / "jobs/fedgin_abdomen", tmp_path / "job", executor_overrides=overrides)
     model = tmp_path / "FL_global_model.pt"
     torch.save({"model": job_training_config(job).build_model().state_dict()}, model)
@@ -52,9 +51,17 @@ def _monai_bundle_run(bundle, scans, masks, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
-@pytest.mark.parametrize("modality, scan", [("MR", "example_mr_sm.nii.gz"), ("CT", "example_ct_sm.nii.gz")])
-def test_the_bundle_runs_without_fedgin_and_gives_predicts_masks(job_and_model, tmp_path, modality, scan):
-    job, model = job_and_model
+# The MR fixture is LPS: the spacing grid's inversion must also undo the reorientation.
+@pytest.mark.parametrize(
+    "grid, modality, scan",
+    [
+        ("resize", "MR", "example_mr_sm.nii.gz"),
+        ("resize", "CT", "example_ct_sm.nii.gz"),
+        ("spacing", "MR", "example_mr_sm.nii.gz"),
+    ],
+)
+def test_the_bundle_runs_without_fedgin_and_gives_predicts_masks(tmp_path, grid, modality, scan):
+    job, model = _job_and_model(tmp_path, grid)
     scans = tmp_path / "scans"
     scans.mkdir()
     shutil.copy(FIXTURES / scan, scans / scan)
@@ -126,8 +133,8 @@ def test_the_bundles_body_crop_selects_what_fedgins_does():
     assert bool(select(torch.zeros(1, 20, 16, 5)).all())
 
 
-def test_export_refuses_what_it_cannot_represent(job_and_model, tmp_path, capsys):
-    job, model = job_and_model
+def test_export_refuses_what_it_cannot_represent(tmp_path, capsys):
+    job, model = _job_and_model(tmp_path)
     heart = build_job(REPO / "jobs/fedgin_heart", tmp_path / "heart", executor_overrides=TINY_TRAINING)
     args = ["--out", str(tmp_path / "b"), "--modality", "CT", "--trained-on", "CT,MR"]
     assert main(["export", "--model", str(model), "--job", str(heart), *args]) == 1
