@@ -18,6 +18,7 @@ from monai.metrics import DiceMetric
 
 from fedgin.seg.augmentation import MULTI_VIEW, augment, augment_views, check_augmentation
 from fedgin.seg.data.geometry import ModelGrid, slices_with_context
+from fedgin.seg.data.sampling import epoch_order, organ_balanced_weights
 from fedgin.seg.data.site_data import EvalVolume, TrainSamples
 from fedgin.seg.dp_sgd import CROSS_SAMPLE_AUGMENTATIONS, DPSGDConfig, PatientDPSGD
 from fedgin.seg.losses import PARTIAL_LABEL_MODES, MarginalDiceCELoss
@@ -88,6 +89,12 @@ class TrainConfig:
     weight_decay: float = 1e-4
     eval_batch_size: int = 32
     background_slice_fraction: float = 0.1
+    # Share of each epoch's samples drawn organ-first (an organ the site labels, then a slice that
+    # holds it; fedgin.seg.data.sampling), the rest uniformly; 0: every kept slice once per epoch.
+    organ_sampling: float = 0.0
+    # Dice over the whole batch per class (nnU-Net's batch Dice) instead of per sample: a slice
+    # without the pancreas then adds no empty-organ Dice term of its own.
+    dice_batch: bool = False
     # Organs a site does not label: "marginal" merges them into its background in the loss,
     # "background" teaches them as background there (the naive baseline).
     partial_labels: str = "marginal"
@@ -135,6 +142,10 @@ class TrainConfig:
         check_augmentation(cfg.augmentation, cfg.augmentation_options)
         if cfg.partial_labels not in PARTIAL_LABEL_MODES:
             raise ValueError(f"partial_labels must be one of {PARTIAL_LABEL_MODES}, got {cfg.partial_labels!r}")
+        if not 0.0 <= cfg.organ_sampling <= 1.0:
+            raise ValueError(f"organ_sampling must be in [0, 1], got {cfg.organ_sampling}")
+        if cfg.organ_sampling and cfg.dp_sgd.enabled:
+            raise ValueError("organ_sampling is not allowed with dp_sgd (its accountant needs Poisson sampling)")
         if cfg.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {cfg.lr_schedule!r}")
         if cfg.min_local_steps < 0 or cfg.local_epochs < 1:
@@ -218,7 +229,7 @@ class Trainer:
         self.device = torch.device(device) if device is not None else default_device()
         self.model = config.build_model().to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.loss_fn = MarginalDiceCELoss(config.partial_labels)
+        self.loss_fn = MarginalDiceCELoss(config.partial_labels, batch=config.dice_batch)
         # DP-SGD's per-sample gradients are computed in float32.
         self.use_amp = bool(config.amp and self.device.type == "cuda" and not config.dp_sgd.enabled)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
@@ -285,8 +296,9 @@ class Trainer:
             return self._private_epochs(data, epochs, should_abort, min_steps)
         losses, steps, epoch = [], 0, 0
         labelled = data.labelled_mask(cfg.num_classes)
+        weights = self._sampling_weights(data)
         while epoch < epochs or (steps < min_steps and len(data) > 0):
-            order = torch.randperm(len(data), generator=self.shuffle_generator)
+            order = epoch_order(len(data), weights, self.shuffle_generator)
             for start in range(0, len(order), cfg.batch_size):
                 if epoch >= epochs and steps >= min_steps:
                     break
@@ -296,6 +308,12 @@ class Trainer:
                 steps += 1
             epoch += 1
         return {"loss": float(np.mean(losses)) if losses else math.nan, "steps": steps, "aborted": False}
+
+    def _sampling_weights(self, data: TrainSamples) -> torch.Tensor | None:
+        """Organ-aware sampling weights of ``data`` (``organ_sampling``), or None: a plain shuffle."""
+        if not self.config.organ_sampling:
+            return None
+        return organ_balanced_weights(data.organ_presence(self.config.num_classes), self.config.organ_sampling)
 
     def private_steps(self, data: TrainSamples) -> PatientDPSGD:
         """This site's DP-SGD state (sampler, noise, accountant), built once for its training data."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import nibabel as nib
 import numpy as np
@@ -24,6 +24,7 @@ from monai.transforms import Compose, EnsureChannelFirstd, EnsureTyped, LoadImag
 from fedgin.seg.data.geometry import ModelGrid, slices_with_context
 from fedgin.seg.data.labels import MapLabelsd, class_lookup
 from fedgin.seg.data.normalization import normalization_for
+from fedgin.seg.data.sampling import organ_presence
 from fedgin.seg.site_config import SiteConfig
 
 logger = logging.getLogger(__name__)
@@ -53,9 +54,16 @@ class TrainSamples:
     labelled: torch.Tensor | None = None
     patients: torch.Tensor | None = None
     extents: torch.Tensor | None = None
+    _presence: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
+
+    def organ_presence(self, num_classes: int) -> torch.Tensor:
+        """(N, num_classes - 1) bool, which organs each sample's label holds (computed once)."""
+        if self._presence is None or self._presence.shape != (len(self), num_classes - 1):
+            self._presence = organ_presence(self.labels, num_classes)
+        return self._presence
 
     def labelled_mask(self, num_classes: int) -> torch.Tensor:
         """``labelled`` with the default (every class annotated) filled in."""
