@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import functools
 import importlib
 import json
 import math
@@ -97,14 +96,8 @@ def result_filters(client_config: dict) -> list:
 class Sites:
     """Each site's preprocessed data, loaded once per (spatial size, background share, seed)."""
 
-    def __init__(self, configs: dict[str, str], eval_configs: dict[str, str] | None = None):
+    def __init__(self, configs: dict[str, str]):
         self.configs = {name: load_site_config(path) for name, path in configs.items()}
-        # A site scored on other labels than it trains with (the organ-transfer setting: trained
-        # without its spleen labels, scored on its validation and test splits with them).
-        self.eval_configs = {name: load_site_config(path) for name, path in (eval_configs or {}).items()}
-        unknown = sorted(set(self.eval_configs) - set(self.configs))
-        if unknown:
-            raise SystemExit(f"--eval-site names sites without --site: {unknown}")
         self._cache: dict[tuple, SiteData] = {}
 
     def data(self, name: str, config: TrainConfig, seed: int) -> SiteData:
@@ -118,23 +111,17 @@ class Sites:
             seed,
         )
         if key not in self._cache:
-            load = functools.partial(
-                load_site_data,
-                organs=config.organs,
-                spatial_size=config.spatial_size,
-                spatial_dims=config.model.spatial_dims,
+            self._cache[key] = load_site_data(
+                self.configs[name],
+                config.organs,
+                config.spatial_size,
+                config.model.spatial_dims,
+                splits=("training", "validation", "test"),
                 background_slice_fraction=config.background_slice_fraction,
                 seed=seed,
                 pixel_spacing=config.pixel_spacing,
                 context_slices=config.context_slices,
             )
-            if name not in self.eval_configs:
-                self._cache[key] = load(self.configs[name], splits=("training", "validation", "test"))
-            else:
-                train = load(self.configs[name], splits=("training",))
-                scored = load(self.eval_configs[name], splits=("validation", "test"))
-                scored.train = train.train
-                self._cache[key] = scored
         return self._cache[key]
 
 
@@ -142,7 +129,7 @@ def score(trainer: Trainer, data: dict[str, SiteData], split: str) -> dict:
     out = {}
     for name, site in data.items():
         volumes = site.test if split == "test" else site.validation
-        out[name] = summarize_dice(dice_per_volume(trainer, volumes), trainer.config.organs, site.present_organs)
+        out[name] = summarize_dice(dice_per_volume(trainer, volumes), trainer.config.organs, site.scored_organs)
     return out
 
 
@@ -377,13 +364,6 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--job", default=str(REPO / "jobs" / "fedgin_abdomen"))
     p.add_argument("--site", action="append", required=True, metavar="NAME=SITE_CONFIG")
-    p.add_argument(
-        "--eval-site",
-        action="append",
-        default=[],
-        metavar="NAME=SITE_CONFIG",
-        help="score site NAME's validation and test splits with this config's labels (organ transfer)",
-    )
     p.add_argument("--variant", action="append", default=None, metavar="NAME[:KEY=VALUE,...]")
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--val-every", type=int, default=1, help="score the validation splits every N rounds")
@@ -395,7 +375,7 @@ def main(argv=None) -> int:
         help="keep each run's final and best-validation global models in OUT/models/",
     )
     args = p.parse_args(argv)
-    sites = Sites(dict(item.split("=", 1) for item in args.site), dict(item.split("=", 1) for item in args.eval_site))
+    sites = Sites(dict(item.split("=", 1) for item in args.site))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log = out / "results.jsonl"

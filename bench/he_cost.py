@@ -231,7 +231,7 @@ def in_process(sites: dict, training: dict, rounds: int, work: Path, log) -> dic
         scorer.set_weights(weights)
         dice[way] = {}
         for name, d in data.items():
-            summary = summarize_dice(dice_per_volume(scorer, d.test), config.organs, d.present_organs)
+            summary = summarize_dice(dice_per_volume(scorer, d.test), config.organs, d.scored_organs)
             dice[way][name] = summary["mean_dice"]
     return {
         "parameters": sum(v.numel() for v in shapes.values()),

@@ -124,7 +124,7 @@ def main(argv=None) -> int:
             site = data[key]
             for mode in modes:
                 start = time.time()
-                dice = score(trainer, site.test, site.present_organs, mode)
+                dice = score(trainer, site.test, site.scored_organs, mode)
                 results.append(
                     {"model": Path(path).name, "site": name, "mode": mode, "test": dice, "seconds": time.time() - start}
                 )

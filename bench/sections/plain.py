@@ -62,7 +62,7 @@ def _plain_round(sites: dict, weights: dict, filter_args: dict | None, reload: b
         trainer = s["trainer"]
         trainer.set_weights(weights)
         t = time.time()  # the executor's timed part: validation + local epochs
-        trainer.evaluate(s["data"].validation, s["data"].present_organs)
+        trainer.evaluate(s["data"].validation, s["data"].scored_organs)
         stats = trainer.train_epochs(s["data"].train)
         site_s[name] = time.time() - t
         local = trainer.get_weights()
@@ -136,7 +136,7 @@ def plain_worker(spec_path: str) -> int:
     for name, s in sites.items():
         for _ in range(int(spec.get("cross_evals", {}).get(name, 0))):
             s["trainer"].set_weights(weights)
-            s["trainer"].evaluate(s["data"].validation, s["data"].present_organs)
+            s["trainer"].evaluate(s["data"].validation, s["data"].scored_organs)
     done = time.time()
 
     out = {

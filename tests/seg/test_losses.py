@@ -66,3 +66,23 @@ def test_gradients_reach_merged_classes_and_bad_inputs_raise():
         MarginalDiceCELoss()(logits, target, torch.ones(1, 3, dtype=torch.bool))
     with pytest.raises(ValueError, match="partial-label mode"):
         MarginalDiceCELoss("ignore")
+
+
+def test_batch_dice_scores_the_batch_as_one():
+    """dice_batch: a sample without the organ adds no Dice term of its own (nnU-Net's batch Dice)."""
+    logits = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    target = torch.zeros(2, 1, 8, 8, dtype=torch.long)
+    target[0, 0, :4, :4] = 2  # only the first sample holds class 2
+    batch = MarginalDiceCELoss(batch=True)
+    torch.testing.assert_close(
+        batch(logits, target), DiceCELoss(to_onehot_y=True, softmax=True, batch=True)(logits, target)
+    )
+    assert not torch.allclose(batch(logits, target), MarginalDiceCELoss()(logits, target))
+
+
+def test_trainer_uses_batch_dice_when_asked():
+    from fedgin.seg.training import TrainConfig, Trainer
+
+    small = {"organs": ["liver"], "spatial_size": [8, 8], "model": {"channels": [4, 8], "strides": [2]}}
+    assert Trainer(TrainConfig.from_dict({**small, "dice_batch": True}), "cpu").loss_fn.loss.dice.batch
+    assert not Trainer(TrainConfig.from_dict(small), "cpu").loss_fn.loss.dice.batch

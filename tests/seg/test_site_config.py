@@ -71,4 +71,41 @@ def test_example_site_configs_describe_the_phantom_sites(tmp_path):
         example = json.loads((REPO / "site_configs" / f"{name}.json").read_text())
         made = json.loads(path.read_text())
         assert example["labels"] == made["labels"] and example["modality"] == made["modality"]
+        assert example.get("eval_labels") == made.get("eval_labels")
         assert example["data_root"] == f"../workspace/demo/data/{name}"  # where the demo writes them
+
+
+def test_eval_labels_name_what_the_held_out_volumes_carry(tmp_path):
+    (tmp_path / "data").mkdir()
+    path = tmp_path / "site.json"
+    base = {"modality": "MR", "data_root": "data", "datalist": "dl.json", "labels": {"liver": 1}}
+    path.write_text(json.dumps({**base, "eval_labels": {"liver": 1, "pancreas": [5, 6]}}))
+    cfg = load_site_config(path)
+    assert cfg.labels == {"liver": (1,)}
+    assert cfg.scoring_config().labels == {"liver": (1,), "pancreas": (5, 6)}
+    path.write_text(json.dumps(base))
+    plain = load_site_config(path)
+    assert plain.eval_labels is None and plain.scoring_config() is plain
+
+
+@pytest.mark.parametrize(
+    "eval_labels, message",
+    [
+        ({"pancreas": 5}, r"'eval_labels' must name every organ of 'labels'; it lacks \['liver'\]"),
+        ({"liver": 0}, r"eval_labels\['liver'\] must be a positive integer id"),
+        ([1, 2], r"'eval_labels' must map organ names to label ids"),
+    ],
+)
+def test_bad_eval_labels_are_named(tmp_path, eval_labels, message):
+    (tmp_path / "data").mkdir()
+    path = tmp_path / "site.json"
+    raw = {
+        "modality": "MR",
+        "data_root": "data",
+        "datalist": "dl.json",
+        "labels": {"liver": 1},
+        "eval_labels": eval_labels,
+    }
+    path.write_text(json.dumps(raw))
+    with pytest.raises(SiteConfigError, match=message):
+        load_site_config(path)

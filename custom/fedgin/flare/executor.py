@@ -178,7 +178,7 @@ class SegmentationExecutor(Executor):
             self.log_info(
                 fl_ctx,
                 f"[fedgin] {self.site_name}: partial labels, no {missing} here "
-                f"(loss: {self.config.partial_labels}; validation scores {self.data.present_organs})",
+                f"(loss: {self.config.partial_labels}; validation scores {self.data.scored_organs})",
             )
 
     # -- tasks -------------------------------------------------------------------------------
@@ -221,7 +221,7 @@ class SegmentationExecutor(Executor):
             if abort_signal.triggered:  # aborted while waiting for the turn
                 return make_reply(ReturnCode.TASK_ABORTED)
             start = time.time()
-            initial = self.trainer.evaluate(self.data.validation, self.data.present_organs)
+            initial = self.trainer.evaluate(self.data.validation, self.data.scored_organs)
             if abort_signal.triggered:
                 return make_reply(ReturnCode.TASK_ABORTED)
             self.trainer.start_round(current_round, num_rounds)
@@ -314,7 +314,7 @@ class SegmentationExecutor(Executor):
         try:
             self.trainer.set_weights(weights)
             with self._cpu_turn(fl_ctx, abort_signal):
-                metrics = self.trainer.evaluate(self.data.validation, self.data.present_organs)
+                metrics = self.trainer.evaluate(self.data.validation, self.data.scored_organs)
         finally:
             self.trainer.set_weights(own)
         if abort_signal.triggered:

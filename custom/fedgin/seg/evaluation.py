@@ -55,8 +55,8 @@ def evaluate_model(
     trainer = Trainer(config, device=device)
     trainer.set_weights(load_weights(model_path))
     per_volume = dice_per_volume(trainer, volumes)
-    summary = summarize_dice(per_volume, config.organs, data.present_organs)
-    dice = {o: summary[f"dice_{o}"] for o in data.present_organs}
+    summary = summarize_dice(per_volume, config.organs, data.scored_organs)
+    dice = {o: summary[f"dice_{o}"] for o in data.scored_organs}
     return {
         "modality": site.modality,
         "split": split,

@@ -9,8 +9,14 @@ so data paths never leave the hospital. Schema (JSON)::
       "data_root": "/data/ct",             # absolute, or relative to this file's folder
       "datalist": "datalist.json",         # relative to data_root (or absolute)
       "labels": {"liver": 6, "spleen": 1}, # organ name -> label id (or list of ids to merge)
-      "normalization": {"window": [-125, 275]}   # optional, see fedgin.seg.data.normalization
+      "normalization": {"window": [-125, 275]},  # optional, see fedgin.seg.data.normalization
+      "eval_labels": {"liver": 6, "spleen": 1, "pancreas": 11}  # optional, see below
     }
+
+``eval_labels`` (optional) are the labels the site's validation and test volumes carry when they
+label more organs than its training volumes: an MRI site that annotates no pancreas for training
+but has a few test scans with it scores the pancreas it learns through the CT sites (organ
+transfer). It names every organ of ``labels``; training reads ``labels`` only.
 
 The datalist is Decathlon style: ``{"training": [{"image": ..., "label": ...}], "validation":
 [...], "test": [...]}`` with paths relative to ``data_root``.
@@ -19,11 +25,11 @@ The datalist is Decathlon style: ``{"training": [{"image": ..., "label": ...}], 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 REQUIRED_KEYS = ("modality", "data_root", "datalist", "labels")
-OPTIONAL_KEYS = ("site_name", "normalization", "description", "share_local_model")
+OPTIONAL_KEYS = ("site_name", "normalization", "description", "share_local_model", "eval_labels")
 # The one table of modality names: what users may write -> fedgin's name (case-insensitive).
 MODALITY_ALIASES = {"CT": "CT", "MR": "MR", "MRI": "MR"}
 SPLITS = ("training", "validation", "test")
@@ -57,6 +63,11 @@ class SiteConfig:
     site_name: str | None = None
     normalization: dict = field(default_factory=dict)
     share_local_model: bool = False  # the site, not the job, decides whether its local model may leave
+    eval_labels: dict[str, tuple[int, ...]] | None = None  # labels of its validation/test volumes, if more
+
+    def scoring_config(self) -> SiteConfig:
+        """This site as its validation and test volumes are labelled (``eval_labels``, else ``labels``)."""
+        return self if self.eval_labels is None else replace(self, labels=self.eval_labels)
 
     def missing_organs(self, organs: list[str]) -> list[str]:
         return [o for o in organs if o not in self.labels]
@@ -115,15 +126,13 @@ def parse_site_config(raw: dict, path: Path) -> SiteConfig:
         modality = normalize_modality(raw["modality"])
     except ValueError as e:
         raise SiteConfigError(f"{path}: {e}") from None
-    labels = raw["labels"]
-    if not isinstance(labels, dict) or not labels:
-        raise SiteConfigError(f"{path}: 'labels' must map organ names to label ids, e.g. {{\"liver\": 6}}")
-    parsed_labels = {}
-    for organ, ids in labels.items():
-        ids = ids if isinstance(ids, list) else [ids]
-        if not ids or not all(isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in ids):
-            raise SiteConfigError(f"{path}: labels[{organ!r}] must be a positive integer id or a list of them")
-        parsed_labels[organ] = tuple(ids)
+    parsed_labels = _parse_labels(raw["labels"], "labels", path)
+    eval_labels = None
+    if raw.get("eval_labels") is not None:
+        eval_labels = _parse_labels(raw["eval_labels"], "eval_labels", path)
+        lacking = [o for o in parsed_labels if o not in eval_labels]
+        if lacking:
+            raise SiteConfigError(f"{path}: 'eval_labels' must name every organ of 'labels'; it lacks {lacking}")
     normalization = raw.get("normalization", {}) or {}
     if not isinstance(normalization, dict):
         raise SiteConfigError(f"{path}: 'normalization' must be an object")
@@ -142,7 +151,21 @@ def parse_site_config(raw: dict, path: Path) -> SiteConfig:
         site_name=raw.get("site_name"),
         normalization=dict(normalization),
         share_local_model=share,
+        eval_labels=eval_labels,
     )
+
+
+def _parse_labels(labels, key: str, path: Path) -> dict[str, tuple[int, ...]]:
+    """Organ name -> label ids of a ``labels``-style entry; errors name the file and the key."""
+    if not isinstance(labels, dict) or not labels:
+        raise SiteConfigError(f"{path}: '{key}' must map organ names to label ids, e.g. {{\"liver\": 6}}")
+    parsed = {}
+    for organ, ids in labels.items():
+        ids = ids if isinstance(ids, list) else [ids]
+        if not ids or not all(isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in ids):
+            raise SiteConfigError(f"{path}: {key}[{organ!r}] must be a positive integer id or a list of them")
+        parsed[organ] = tuple(ids)
+    return parsed
 
 
 def load_site_config(path: str | Path) -> SiteConfig:

@@ -108,3 +108,23 @@ def test_site_without_any_job_organ_is_named(tmp_path):
     cfg = write_site(tmp_path, "CT", {"training": [("img.nii.gz", "lab.nii.gz")]}, {"heart": 1})
     with pytest.raises(DataError, match=r"site_config.json: 'labels' names none of the job's organs"):
         load_site_data(load_site_config(cfg), ["liver", "spleen"], (8, 8))
+
+
+def test_eval_labels_score_an_organ_the_site_does_not_train_on(tmp_path):
+    """Organ transfer: training samples mark the pancreas as unlabelled (its voxels background), the
+    validation and test volumes carry it and the site scores it."""
+    label = np.zeros((8, 8, 4), np.uint8)
+    label[1:4, 1:4] = 1  # liver
+    label[5:7, 5:7] = 5  # pancreas: unlabelled for training, labelled for scoring
+    write_nifti(tmp_path / "img.nii.gz", np.random.default_rng(0).normal(size=(8, 8, 4)).astype(np.float32))
+    write_nifti(tmp_path / "lab.nii.gz", label)
+    case = [("img.nii.gz", "lab.nii.gz")]
+    splits = {"training": case, "validation": case, "test": case}
+    cfg = write_site(tmp_path, "MR", splits, {"liver": 1}, eval_labels={"liver": 1, "pancreas": 5})
+    data = load_site_data(load_site_config(cfg), ABDOMEN, (8, 8), splits=("training", "validation", "test"))
+    assert data.present_organs == ["liver"] and data.scored_organs == ["liver", "pancreas"]
+    assert set(torch.unique(data.train.labels).tolist()) == {0, 1}
+    assert not data.train.labelled[:, ABDOMEN.index("pancreas") + 1].any()
+    pancreas_class = ABDOMEN.index("pancreas") + 1
+    for volume in data.validation + data.test:
+        assert set(torch.unique(volume.label).tolist()) == {0, 1, pancreas_class}

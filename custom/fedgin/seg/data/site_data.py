@@ -148,6 +148,9 @@ class SiteData:
     train: TrainSamples | None
     validation: list[EvalVolume]
     test: list[EvalVolume]
+    # Organs its validation and test volumes are scored on: present_organs, and with the site
+    # config's eval_labels also those it never trains on (organ transfer).
+    scored_organs: list[str] = field(default_factory=list)
 
 
 def _finite_check(d: dict) -> dict:
@@ -312,6 +315,8 @@ def load_site_data(
     if not any(o in site.labels for o in organs):
         raise DataError(f"{site.path}: 'labels' names none of the job's organs {list(organs)}")
     transform = volume_transforms(site, organs)
+    scoring = site.scoring_config()
+    scored_transform = transform if scoring is site else volume_transforms(scoring, organs)
     grid = ModelGrid(spatial_size, spatial_dims, pixel_spacing)
     to_training_grid, to_model_grid = grid.training_transform(), grid.image_transform()
     rng = np.random.default_rng(seed)
@@ -329,7 +334,7 @@ def load_site_data(
         for i, case in enumerate(cases):
             if "label" not in case:
                 raise DataError(f"{site.datalist}: {split}[{i}] has no 'label'")
-            d = load_case(case, transform)
+            d = load_case(case, transform if split == "training" else scored_transform)
             if split == "training":
                 if not bool((d["label"] > 0).any()):
                     unlabelled.append(case["label"])
@@ -359,4 +364,5 @@ def load_site_data(
     if train is not None:
         labelled = torch.tensor([True] + [o in present for o in organs])
         train.labelled = labelled.expand(len(train), -1).clone()
-    return SiteData(site.modality, list(organs), present, train, validation, test)
+    scored = [o for o in organs if o in scoring.labels]
+    return SiteData(site.modality, list(organs), present, train, validation, test, scored)

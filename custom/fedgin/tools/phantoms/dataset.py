@@ -7,7 +7,12 @@ Layout (``site`` = e.g. ``site-ct``, ``prefix`` = ``ct`` / ``mri``)::
     out_dir/<site>/imagesTr/<prefix>_000.nii.gz
     out_dir/<site>/labelsTr/<prefix>_000.nii.gz
     out_dir/<site>/datalist.json                 {"training": [...], "validation": [...], "test": [...]}
-    out_dir/<site>/site_config.json              {"site_name", "modality", "data_root", "datalist", "labels"}
+    out_dir/<site>/site_config.json              {"site_name", "modality", "data_root", "datalist", "labels", ...}
+
+Every label file holds every organ; a site with ``unlabelled`` organs leaves them out of its
+config's ``labels`` (training treats them as not annotated: partial labels) and lists all of them
+in ``eval_labels``, so its validation and test splits score the organs it learns only through the
+other sites.
 
 Cases of a site are numbered 0 … n-1: training first, then validation, then
 test.  Case *i* of a site is drawn from its own random stream derived from
@@ -50,7 +55,8 @@ class PhantomSiteSpec:
     ``orientation`` (nibabel axis code, e.g. ``"RAS"``, ``"LPS"``) define the
     voxel grid.  ``label_ids`` (organ → id in this site's files) defaults to
     :data:`~fedgin.tools.phantoms.case.LABEL_IDS` ``[task][modality]``; ``prefix``
-    (file name prefix) defaults to ``"ct"`` / ``"mri"``.
+    (file name prefix) defaults to ``"ct"`` / ``"mri"``.  ``unlabelled``: organs
+    the site's training does not label (partial labels; scored through ``eval_labels``).
     """
 
     name: str
@@ -63,6 +69,7 @@ class PhantomSiteSpec:
     orientation: str = "RAS"
     label_ids: Mapping[str, int] | None = None
     prefix: str | None = None
+    unlabelled: tuple[str, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "modality", normalize_modality(self.modality))
@@ -74,6 +81,7 @@ class PhantomSiteSpec:
             raise ValueError("case counts must be >= 0")
         if self.label_ids is not None:
             object.__setattr__(self, "label_ids", dict(self.label_ids))
+        object.__setattr__(self, "unlabelled", tuple(self.unlabelled))
 
     @property
     def file_prefix(self) -> str:
@@ -103,15 +111,20 @@ class PhantomSiteSpec:
         return replace(self, shape=shape, spacing=spacing, n_train=counts[0], n_val=counts[1], n_test=counts[2])
 
 
+# As in the paper and in the public MRI sets (CHAOS): the MRI site labels no pancreas or gallbladder.
+MRI_UNLABELLED = {"abdomen": ("pancreas", "gallbladder"), "heart": ()}
+
+
 def default_site_specs(task: str = "abdomen") -> list[PhantomSiteSpec]:
-    """site-ct (CT, RAS, 12/3/5 cases) and site-mri (MR, LPS, 3/3/5 cases)."""
+    """site-ct (CT, RAS, 12/3/5 cases, every organ labelled) and site-mri (MR, LPS, 3/3/5 cases,
+    abdomen: no pancreas or gallbladder labels for training, all organs scored)."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
     ct_shape, ct_spacing, ct_orient = DEFAULT_GRID["CT"]
     mr_shape, mr_spacing, mr_orient = DEFAULT_GRID["MR"]
     return [
         PhantomSiteSpec("site-ct", "CT", 12, 3, 5, ct_shape, ct_spacing, ct_orient),
-        PhantomSiteSpec("site-mri", "MR", 3, 3, 5, mr_shape, mr_spacing, mr_orient),
+        PhantomSiteSpec("site-mri", "MR", 3, 3, 5, mr_shape, mr_spacing, mr_orient, unlabelled=MRI_UNLABELLED[task]),
     ]
 
 
@@ -205,6 +218,8 @@ def generate_phantom_dataset(
         unknown = set(spec.labels_for(task)) ^ set(ORGANS[task])
         if unknown:
             raise ValueError(f"site {spec.name}: label_ids must name exactly the organs {ORGANS[task]}")
+        if set(spec.unlabelled) - set(ORGANS[task]) or set(spec.unlabelled) >= set(ORGANS[task]):
+            raise ValueError(f"site {spec.name}: unlabelled must be some, not all, of the organs {ORGANS[task]}")
         site_dir = out_dir / spec.name
         (site_dir / "imagesTr").mkdir(parents=True, exist_ok=True)
         (site_dir / "labelsTr").mkdir(parents=True, exist_ok=True)
@@ -225,13 +240,16 @@ def generate_phantom_dataset(
             datalist[_split_of(spec, index)].append(entry)
         pos += spec.n_cases
         write_json(site_dir / "datalist.json", datalist)
+        labels = spec.labels_for(task)
         config = {
             "site_name": spec.name,
             "modality": spec.modality,
             "data_root": ".",
             "datalist": "datalist.json",
-            "labels": spec.labels_for(task),
+            "labels": {o: i for o, i in labels.items() if o not in spec.unlabelled},
         }
+        if spec.unlabelled:
+            config["eval_labels"] = labels
         write_json(site_dir / "site_config.json", config)
         configs[spec.name] = site_dir / "site_config.json"
 
