@@ -248,10 +248,16 @@ def test_site_config_and_datalist_valid(abdomen_ds):
         cfg_path = configs[spec.name]
         assert cfg_path == out / spec.name / "site_config.json" and cfg_path.is_file()
         cfg = json.loads(cfg_path.read_text())
-        assert set(cfg) == {"site_name", "modality", "data_root", "datalist", "labels"}
+        partial = spec.name == "site-mri"  # the paper's setting: no MRI pancreas or gallbladder labels
+        assert set(cfg) == {"site_name", "modality", "data_root", "datalist", "labels"} | (
+            {"eval_labels"} if partial else set()
+        )
         assert cfg["site_name"] == spec.name
         assert cfg["modality"] == {"site-ct": "CT", "site-mri": "MR"}[spec.name]
-        assert cfg["labels"] == {o: LABEL_IDS["abdomen"][cfg["modality"]][o] for o in ORGANS["abdomen"]}
+        ids = {o: LABEL_IDS["abdomen"][cfg["modality"]][o] for o in ORGANS["abdomen"]}
+        trained = {o: i for o, i in ids.items() if not (partial and o in ("pancreas", "gallbladder"))}
+        assert cfg["labels"] == trained
+        assert cfg.get("eval_labels") == (ids if partial else None)
         root = cfg_path.parent / cfg["data_root"]
         datalist = json.loads((root / cfg["datalist"]).read_text())
         assert set(datalist) == {"training", "validation", "test"}
