@@ -145,8 +145,10 @@ class BestCheckpoint:
 
     def __init__(self):
         self.round, self.val, self.weights = None, -math.inf, None
+        self.curve: list[dict] = []  # every scored round's validation Dice per site and organ
 
     def offer(self, round_number: int, val: dict, weights: dict) -> None:
+        self.curve.append({"round": round_number, **_plain(val)})
         means = [s["mean_dice"] for s in val.values() if not math.isnan(s["mean_dice"])]
         value = float(np.mean(means)) if means else -math.inf
         if value >= self.val:
@@ -297,6 +299,9 @@ def run_variant(
         "test": _plain(test),
         # The checkpoint chosen on validation (best round), scored on the same test split.
         "best_val_round": best.round,
+        "val_curve": best.curve,
+        # Organs a site is scored on but never trains on (its site config's eval_labels).
+        "transferred": {n: [o for o in d.scored_organs if o not in d.present_organs] for n, d in data.items()},
         "test_best_val": _plain(test_best),
         "seconds": time.time() - start,
         **({"dp_sgd_epsilon": epsilons} if epsilons else {}),
@@ -354,6 +359,39 @@ def write_report(results: list[dict], out: Path) -> None:
                 cells = ["-" if t.get(k) is None else f"{t[k]:.3f}" for k in organs + ["mean_dice"]]
                 lines.append(f"| {name} | {r['seed']} | {s} | " + " | ".join(cells) + " |")
     (out / "report.md").write_text("\n".join(lines) + "\n")
+    plot_transfer_curves(results, out)
+
+
+def plot_transfer_curves(results: list[dict], out: Path) -> Path | None:
+    """``transfer_curves.png``: validation Dice per round of every organ a site never trains on, one
+    line per variant (mean over its seeds); None when no run has such an organ."""
+    panels = sorted({(s, o) for r in results for s, organs in r.get("transferred", {}).items() for o in organs})
+    if not panels:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for ax, (site, organ) in zip(axes[0], panels, strict=True):
+        by_variant: dict[str, dict[int, list[float]]] = {}
+        for r in results:
+            for point in r.get("val_curve", []):
+                value = point.get(site, {}).get(f"dice_{organ}")
+                if value is not None:
+                    by_variant.setdefault(r["variant"], {}).setdefault(point["round"], []).append(value)
+        for variant, rounds in by_variant.items():
+            xs = sorted(rounds)
+            ax.plot(xs, [np.mean(rounds[x]) for x in xs], marker=".", label=variant)
+        ax.set(title=f"{site}: {organ} (never labelled there)", xlabel="round", ylabel="validation Dice", ylim=(0, 1))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "transfer_curves.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _plain(scores: dict) -> dict:

@@ -70,6 +70,11 @@ def test_in_process_fedavg_gives_the_flare_simulators_global_model(tmp_path, mon
     if result["best_val_round"] == 2:
         assert all((result["best_val_model"][k] == ours[k]).all() for k in ours)
     assert set(result["test_best_val"]) == set(result["test"])
+    # The phantom MRI site trains without pancreas and gallbladder labels and is scored on them.
+    assert result["transferred"] == {"site-ct": [], "site-mri": ["pancreas", "gallbladder"]}
+    assert "dice_pancreas" in result["test"]["site-mri"]
+    assert [p["round"] for p in result["val_curve"]] == [1, 2]
+    assert "dice_gallbladder" in result["val_curve"][-1]["site-mri"]
     json.dumps({k: v for k, v in result.items() if k not in ("model", "best_val_model", "config")})  # plain JSON
 
 
@@ -116,3 +121,28 @@ def test_report_gives_the_seed_mean_and_range_and_every_runs_organs(tmp_path):
         "| 5,6 | 1.0 |" in report
     )
     assert "| fedgin | 1 | site-mri | 0.700 | 0.700 |" in report
+
+
+def test_transfer_curves_plot_the_organs_a_site_never_trains_on(tmp_path):
+    ablation = load_ablation()
+
+    def run(variant, seed, values):
+        curve = [{"round": i + 1, "site-mri": {"dice_spleen": v, "mean_dice": v}} for i, v in enumerate(values)]
+        test = {"site-mri": {"dice_spleen": values[-1], "mean_dice": values[-1]}}
+        return {
+            "variant": variant,
+            "seed": seed,
+            "test": test,
+            "seconds": 1.0,
+            "val_curve": curve,
+            "transferred": {"site-mri": ["spleen"]},
+        }
+
+    runs = [run("fedgin", 0, [0.1, 0.5]), run("fedgin", 1, [0.2, 0.6]), run("fedavg", 0, [0.0, 0.1])]
+    path = ablation.plot_transfer_curves(runs, tmp_path)
+    assert path == tmp_path / "transfer_curves.png" and path.stat().st_size > 1000
+    (tmp_path / "r").mkdir()
+    ablation.write_report(runs, tmp_path / "r")  # the report draws them too
+    assert (tmp_path / "r" / "transfer_curves.png").is_file()
+    no_transfer = [{**r, "transferred": {"site-mri": []}} for r in runs]
+    assert ablation.plot_transfer_curves(no_transfer, tmp_path / "r") is None
