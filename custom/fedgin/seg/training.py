@@ -91,6 +91,7 @@ class TrainConfig:
     background_slice_fraction: float = 0.1
     # Share of each epoch's samples drawn organ-first (an organ the site labels, then a slice that
     # holds it; fedgin.seg.data.sampling), the rest uniformly; 0: every kept slice once per epoch.
+    # DP-SGD ignores it: its accountant needs its own Poisson sampling of patients.
     organ_sampling: float = 0.0
     # Dice over the whole batch per class (nnU-Net's batch Dice) instead of per sample: a slice
     # without the pancreas then adds no empty-organ Dice term of its own.
@@ -144,8 +145,6 @@ class TrainConfig:
             raise ValueError(f"partial_labels must be one of {PARTIAL_LABEL_MODES}, got {cfg.partial_labels!r}")
         if not 0.0 <= cfg.organ_sampling <= 1.0:
             raise ValueError(f"organ_sampling must be in [0, 1], got {cfg.organ_sampling}")
-        if cfg.organ_sampling and cfg.dp_sgd.enabled:
-            raise ValueError("organ_sampling is not allowed with dp_sgd (its accountant needs Poisson sampling)")
         if cfg.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {cfg.lr_schedule!r}")
         if cfg.min_local_steps < 0 or cfg.local_epochs < 1:

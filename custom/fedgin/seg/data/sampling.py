@@ -1,11 +1,12 @@
 """Organ-aware slice sampling: small organs get their share of every epoch.
 
-A 2D epoch that visits every kept slice once shows the model the liver in almost every batch and
-the gallbladder in few (real CT development set, its 1,084 training slices with an organ: liver in
-89 %, pancreas 44 %, gallbladder 20 %). nnU-Net forces a third of its patches to contain foreground, and the FedGIN reference
-code balances organs per batch; here a share ``organ_sampling`` of each epoch's samples is drawn
-organ-first (an organ the site labels, uniformly, then a slice that holds it, uniformly) and the
-rest uniformly over all slices, with replacement, so an epoch keeps its number of steps.
+A 2D epoch that visits every kept slice once shows the model the liver in almost every batch and the
+gallbladder in few (real CT development set, its 1,084 training slices with an organ: liver in 89 %,
+pancreas 44 %, gallbladder 20 %). nnU-Net forces a third of its patches to contain foreground, and
+the FedGIN reference code balances organs per batch; here a share ``organ_sampling`` of each epoch's
+samples is drawn organ-first (an organ the site labels, uniformly, then a slice that holds it,
+uniformly) and the rest uniformly over all slices, with replacement, so an epoch keeps its number of
+steps.
 """
 
 from __future__ import annotations
