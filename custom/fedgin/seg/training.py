@@ -6,6 +6,7 @@ results differ only in where the data sits.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -20,6 +21,7 @@ from fedgin.seg.augmentation import MULTI_VIEW, augment, augment_views, check_au
 from fedgin.seg.data.geometry import ModelGrid, slices_with_context
 from fedgin.seg.data.sampling import epoch_order, organ_balanced_weights
 from fedgin.seg.data.site_data import EvalVolume, TrainSamples
+from fedgin.seg.distillation import ConditionalDistillationLoss
 from fedgin.seg.dp_sgd import CROSS_SAMPLE_AUGMENTATIONS, DPSGDConfig, PatientDPSGD
 from fedgin.seg.losses import PARTIAL_LABEL_MODES, MarginalDiceCELoss
 from fedgin.seg.model import DEFAULT_CHANNELS, DEFAULT_STRIDES, SegmentationUNet, norm_parameter_names
@@ -99,6 +101,13 @@ class TrainConfig:
     # Organs a site does not label: "marginal" merges them into its background in the loss,
     # "background" teaches them as background there (the naive baseline).
     partial_labels: str = "marginal"
+    # Weight of conditional distillation (ConDistFL; fedgin.seg.distillation) from the global model a
+    # round starts from, on the classes a sample does not label: the site keeps what the others
+    # taught it. Ramped from 1 % of it in the first round to all of it in the last, as ConDistFL
+    # does; 0: off. Only sites with unlabelled organs pay for it (one more forward pass a step).
+    # DP-SGD ignores it.
+    distillation_weight: float = 0.0
+    distillation_temperature: float = 2.0
     # Intensity augmentation family (fedgin.seg.augmentation.AUGMENTATIONS): "gin" (FedGIN), "none"
     # (FedAvg), "randconv", ... Options go to the family's batch function ("gin" uses ``gin``'s).
     augmentation: str = "gin"
@@ -143,6 +152,11 @@ class TrainConfig:
         check_augmentation(cfg.augmentation, cfg.augmentation_options)
         if cfg.partial_labels not in PARTIAL_LABEL_MODES:
             raise ValueError(f"partial_labels must be one of {PARTIAL_LABEL_MODES}, got {cfg.partial_labels!r}")
+        if cfg.distillation_weight < 0 or cfg.distillation_temperature <= 0:
+            raise ValueError(
+                "distillation_weight must be >= 0 and distillation_temperature > 0, got "
+                f"{cfg.distillation_weight} and {cfg.distillation_temperature}"
+            )
         if not 0.0 <= cfg.organ_sampling <= 1.0:
             raise ValueError(f"organ_sampling must be in [0, 1], got {cfg.organ_sampling}")
         if cfg.lr_schedule not in LR_SCHEDULES:
@@ -229,6 +243,9 @@ class Trainer:
         self.model = config.build_model().to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.loss_fn = MarginalDiceCELoss(config.partial_labels, batch=config.dice_batch)
+        self.distillation = ConditionalDistillationLoss(config.distillation_temperature)
+        self.distillation_scale = config.distillation_weight  # set per round by start_round
+        self.teacher: torch.nn.Module | None = None  # the round's starting model, while it trains
         # DP-SGD's per-sample gradients are computed in float32.
         self.use_amp = bool(config.amp and self.device.type == "cuda" and not config.dp_sgd.enabled)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
@@ -273,6 +290,8 @@ class Trainer:
         lr = self.config.lr_at(index, total)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        ramp = min(max(index, 0), total - 1) / (total - 1) if total > 1 else 1.0
+        self.distillation_scale = self.config.distillation_weight * (0.01 + 0.99 * ramp)
         return lr
 
     def train_epochs(
@@ -293,8 +312,16 @@ class Trainer:
         epochs = cfg.local_epochs if epochs is None else epochs
         if cfg.dp_sgd.enabled:
             return self._private_epochs(data, epochs, should_abort, min_steps)
-        losses, steps, epoch = [], 0, 0
         labelled = data.labelled_mask(cfg.num_classes)
+        self.teacher = self._round_teacher(labelled)
+        try:
+            return self._epochs(data, epochs, should_abort, min_steps, labelled)
+        finally:
+            self.teacher = None
+
+    def _epochs(self, data, epochs, should_abort, min_steps, labelled) -> dict:
+        cfg = self.config
+        losses, steps, epoch = [], 0, 0
         weights = self._sampling_weights(data)
         while epoch < epochs or (steps < min_steps and len(data) > 0):
             order = epoch_order(len(data), weights, self.shuffle_generator)
@@ -302,11 +329,20 @@ class Trainer:
                 if epoch >= epochs and steps >= min_steps:
                     break
                 if should_abort():
-                    return {"loss": float(np.mean(losses)) if losses else math.nan, "steps": steps, "aborted": True}
+                    return {"loss": _mean(losses), "steps": steps, "aborted": True}
                 losses.append(self.train_batch(data, order[start : start + cfg.batch_size], labelled))
                 steps += 1
             epoch += 1
-        return {"loss": float(np.mean(losses)) if losses else math.nan, "steps": steps, "aborted": False}
+        return {"loss": _mean(losses), "steps": steps, "aborted": False}
+
+    def _round_teacher(self, labelled: torch.Tensor) -> torch.nn.Module | None:
+        """A frozen copy of the model as the round starts (the global model just received), when
+        distillation is on and some sample leaves an organ unlabelled; else None."""
+        if not self.distillation_scale or bool(labelled[:, 1:].all()):
+            return None
+        teacher = copy.deepcopy(self.model).eval()
+        teacher.requires_grad_(False)
+        return teacher
 
     def _sampling_weights(self, data: TrainSamples) -> torch.Tensor | None:
         """Organ-aware sampling weights of ``data`` (``organ_sampling``), or None: a plain shuffle."""
@@ -368,13 +404,23 @@ class Trainer:
         """Augment the batch (on its device) and score it; multi-view families add consistency."""
         if self.augmentation not in MULTI_VIEW:
             x = _per_scan(augment, self.augmentation, x, self.gin_generator, self.augmentation_kwargs)
-            return self.loss_fn(self.model(x), y, labelled)
+            logits = self.model(x)
+            return self.loss_fn(logits, y, labelled) + self._distilled(x, logits, y, labelled)
         views = _per_scan(augment_views, self.augmentation, x, self.gin_generator, self.augmentation_kwargs)
         n_views = views.shape[0] // x.shape[0]
         logits = self.model(views)
         repeat = (n_views,) + (1,) * (y.ndim - 1)
-        segmentation = self.loss_fn(logits, y.repeat(repeat), labelled.repeat(n_views, 1))
+        y, labelled = y.repeat(repeat), labelled.repeat(n_views, 1)
+        segmentation = self.loss_fn(logits, y, labelled) + self._distilled(views, logits, y, labelled)
         return segmentation + self.config.consistency_weight * ipa_consistency_loss(*logits.chunk(n_views))
+
+    def _distilled(self, x: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, labelled: torch.Tensor):
+        """The round's weighted distillation term on the augmented input ``x`` (0 without a teacher)."""
+        if self.teacher is None:
+            return 0.0
+        with torch.no_grad():
+            teacher_logits = self.teacher(x)
+        return self.distillation_scale * self.distillation(logits, teacher_logits, y, labelled)
 
     # -- evaluation --------------------------------------------------------------------------
     def predict(self, volume: EvalVolume) -> torch.Tensor:
