@@ -4,6 +4,7 @@ overwritten by the global model; everything else is shared as usual."""
 import json
 
 import numpy as np
+import pytest
 import torch
 from fedgin.flare.executor import SegmentationExecutor
 from fedgin.flare.local_norm import site_model
@@ -111,3 +112,48 @@ def test_aggregator_expects_no_site_local_norm_weights(tmp_path):
 
     assert agg.accept(update("site-ct", trainer.get_shared_weights()), ctx)
     assert not agg.accept(update("site-mri", trainer.get_weights()), ctx)  # it sent its norm weights
+
+
+def _trained_local_norm_trainer() -> Trainer:
+    """A local_norm trainer whose norm scales/shifts moved away from their 1/0 start."""
+    trainer = Trainer(_config(), device="cpu")
+    with torch.no_grad():
+        for name, p in trainer.model.named_parameters():
+            if name in trainer.local_keys:
+                p.add_(torch.linspace(-0.5, 0.5, p.numel()).reshape(p.shape))
+    return trainer
+
+
+def test_a_saved_site_model_loads_whole_with_its_norm_weights(tmp_path):
+    """evaluate / predict load a saved model with every key, the site-kept norms included: the loaded
+    model's output is the trained model's."""
+    from fedgin.seg.evaluation import load_weights
+    from fedgin.seg.prediction import Segmenter
+
+    trained = _trained_local_norm_trainer()
+    path = tmp_path / "site_model.pt"
+    torch.save({"model": trained.model.state_dict()}, path)
+    x = torch.randn(2, 1, *_config().spatial_size, generator=torch.Generator().manual_seed(0))
+    expected = trained.model.eval()(x)
+    loaded = Segmenter(_config(), load_weights(path), device="cpu", source=str(path)).trainer
+    torch.testing.assert_close(loaded.model.eval()(x), expected)
+    # Receiving the same weights as a global model keeps the receiver's own (fresh) norms instead.
+    received = Trainer(_config(), device="cpu")
+    received.set_weights(load_weights(path))
+    assert not torch.allclose(received.model.eval()(x), expected)
+
+
+def test_a_saved_model_with_missing_or_extra_keys_is_refused_naming_the_file(tmp_path):
+    from fedgin.seg.evaluation import load_weights
+    from fedgin.seg.prediction import Segmenter
+
+    state = _trained_local_norm_trainer().model.state_dict()
+    norm_key = sorted(k for k in state if ".adn.N." in k)[0]
+    for name, broken in (
+        ("missing.pt", {k: v for k, v in state.items() if k != norm_key}),
+        ("extra.pt", {**state, "head.extra": torch.zeros(1)}),
+    ):
+        path = tmp_path / name
+        torch.save({"model": broken}, path)
+        with pytest.raises(ValueError, match=rf"{name}.*(missing \['{norm_key}'|unexpected \['head.extra')"):
+            Segmenter(_config(), load_weights(path), device="cpu", source=str(path))

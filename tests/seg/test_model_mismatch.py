@@ -22,5 +22,5 @@ def test_global_model_with_other_channels_is_reported_with_the_weight_name(fixtu
         result = site.execute("train", task, FLContext(), Signal())
     assert result.get_return_code() == ReturnCode.EXECUTION_EXCEPTION  # reported to the server, not raised
     messages = " ".join(r.getMessage() for r in caplog.records)
-    assert "site-ct: task train failed: ValueError: received weight 'model.0" in messages
-    assert "has shape (8, 1, 3, 3), this site's model has (4, 1, 3, 3)" in messages
+    assert "site-ct: task train failed: ValueError: received weights: weight 'model.0" in messages
+    assert "has shape (8, 1, 3, 3), the model has (4, 1, 3, 3)" in messages

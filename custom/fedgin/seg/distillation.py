@@ -12,8 +12,9 @@ Annotated Data", MICCAI DeCaF 2023, https://arxiv.org/abs/2308.04070; NVFLARE's
 on the voxels that neither the label nor the global model assigns to an organ the site labels,
 the local model's distribution over the remaining classes (background and each unlabelled organ,
 conditioned on "not a labelled organ") is pulled towards the global model's, by a soft Dice loss
-at a softmax temperature (squared in its denominator here, see below). Conditioning on the remaining classes is a softmax over their logits
-alone: ``p_g / (1 - sum of the labelled organs' p)`` equals ``softmax(logits[remaining])``.
+at a softmax temperature (squared in its denominator here, see below). Conditioning on the
+remaining classes is a softmax over their logits alone: ``p_g / (1 - sum of the labelled organs'
+p)`` equals ``softmax(logits[remaining])``.
 """
 
 from __future__ import annotations

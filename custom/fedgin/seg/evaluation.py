@@ -53,7 +53,7 @@ def evaluate_model(
     )
     volumes = data.validation if split == "validation" else data.test
     trainer = Trainer(config, device=device)
-    trainer.set_weights(load_weights(model_path))
+    trainer.load_saved(load_weights(model_path), source=str(model_path))
     per_volume = dice_per_volume(trainer, volumes)
     summary = summarize_dice(per_volume, config.organs, data.scored_organs)
     dice = {o: summary[f"dice_{o}"] for o in data.scored_organs}

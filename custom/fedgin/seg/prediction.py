@@ -30,15 +30,17 @@ class Segmenter:
         config: the job's training options (model, input size, organs).
         weights: the model's state dict (numpy arrays or tensors).
         device: "cpu", "cuda", ... (default: the GPU when there is one; mixed precision there).
+        source: where the weights come from (the model file), named in errors.
 
     Raises:
         ValueError: when the weights do not fit the job's model (naming the keys or shapes).
     """
 
-    def __init__(self, config: TrainConfig, weights: dict, device: str | None = None):
+    def __init__(self, config: TrainConfig, weights: dict, device: str | None = None, source: str = "weights"):
         self.config = config
         self.trainer = Trainer(config, device=device)
-        self.trainer.set_weights({k: np.asarray(v) for k, v in weights.items()})
+        # Every key, a site's own norm weights included (local_norm): a saved model is used whole.
+        self.trainer.load_saved({k: np.asarray(v) for k, v in weights.items()}, source=source)
         self.grid = ModelGrid.of(config)
         self.to_model_grid = self.grid.image_transform()
 

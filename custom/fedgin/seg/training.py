@@ -268,21 +268,31 @@ class Trainer:
         return {k: v for k, v in self.get_weights().items() if k not in self.local_keys}
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
-        """Load received weights; this site's local keys keep their own values."""
-        own = self.model.state_dict()
+        """Load received (global) weights; this site's local keys keep their own values."""
         weights = {k: v for k, v in weights.items() if k not in self.local_keys}
-        missing = sorted(set(own) - set(weights) - self.local_keys)
+        self._load(weights, "received weights", skipped=self.local_keys)
+
+    def load_saved(self, weights: dict, source: str = "saved weights") -> None:
+        """Load a saved model (evaluation, prediction): every key, the site-kept norm weights
+        included, strictly; a missing or unexpected key or a wrong shape is a ValueError naming
+        ``source`` (the file)."""
+        self._load(weights, source, skipped=set())
+
+    def _load(self, weights: dict, source: str, skipped: set[str]) -> None:
+        own = self.model.state_dict()
+        missing = sorted(set(own) - set(weights) - skipped)
         unexpected = sorted(set(weights) - set(own))
         if missing or unexpected:
             raise ValueError(
-                f"received weights do not match this site's model: missing {missing[:5]}, unexpected {unexpected[:5]}"
+                f"{source} do not match this job's model: missing {missing[:5]}, unexpected {unexpected[:5]}"
             )
         for k, v in weights.items():
             if tuple(np.shape(v)) != tuple(own[k].shape):
                 raise ValueError(
-                    f"received weight {k!r} has shape {tuple(np.shape(v))}, this site's model has {tuple(own[k].shape)}"
+                    f"{source}: weight {k!r} has shape {tuple(np.shape(v))}, the model has {tuple(own[k].shape)}"
                 )
-        self.model.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in weights.items()}, strict=False)
+        tensors = {k: torch.as_tensor(np.asarray(v)) for k, v in weights.items()}
+        self.model.load_state_dict(tensors, strict=not skipped)
 
     # -- training ----------------------------------------------------------------------------
     def start_round(self, index: int, total: int) -> float:

@@ -322,7 +322,7 @@ def export_bundle(
         raise ValueError("local_norm jobs have no single model: export a site's model (global + its norm weights)")
     weights = load_weights(model_path)
     try:
-        Segmenter(config, weights, device="cpu")  # the same check predict makes
+        Segmenter(config, weights, device="cpu", source=str(model_path))  # the same check predict makes
     except ValueError as e:
         raise ValueError(f"{model_path} does not fit this job's model (organs {config.organs}): {e}") from None
     out = Path(out_dir)

@@ -124,7 +124,7 @@ def predict(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        segmenter = Segmenter(config, load_weights(model_path), device=device)
+        segmenter = Segmenter(config, load_weights(model_path), device=device, source=str(model_path))
     except ValueError as e:  # the model of another job, or of other training options
         raise ValueError(f"{model_path} does not fit this job's model (organs {config.organs}): {e}") from None
     save = SaveImage(
