@@ -65,6 +65,8 @@ def test_the_bundle_runs_without_fedgin_and_gives_predicts_masks(tmp_path, grid,
     scans = tmp_path / "scans"
     scans.mkdir()
     shutil.copy(FIXTURES / scan, scans / scan)
+    full = nib.load(FIXTURES / scan)  # and a one-slice scan (a 2D acquisition): its mask keeps the axis
+    nib.save(nib.Nifti1Image(np.asarray(full.dataobj)[:, :, 3:4], full.affine, full.header), scans / "one.nii.gz")
     bundle = tmp_path / "bundle"
     argv = [
         "export",
@@ -116,6 +118,10 @@ def test_the_bundle_runs_without_fedgin_and_gives_predicts_masks(tmp_path, grid,
     assert theirs.shape == image.shape and np.allclose(theirs.affine, image.affine, atol=1e-4)
     assert np.array_equal(np.asarray(theirs.dataobj), np.asarray(ours.dataobj))
     assert len(np.unique(np.asarray(ours.dataobj))) > 1  # not a blank mask: the comparison means something
+    one = nib.load(scans / "one.nii.gz")
+    for masks in ("predict_masks", "bundle_masks"):
+        mask = nib.load(tmp_path / masks / "one_seg.nii.gz")
+        assert mask.shape == one.shape and np.allclose(mask.affine, one.affine, atol=1e-4), masks
 
 
 def test_the_bundles_body_crop_selects_what_fedgins_does():

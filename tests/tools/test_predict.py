@@ -100,3 +100,15 @@ def test_bad_inputs_are_errors_naming_the_file(job_and_model, tmp_path, capsys):
 def test_model_kind_follows_flare_names():
     assert model_kind("ws/results/FL_global_model.pt") == "final"
     assert model_kind("ws/app_server/best_FL_global_model.pt") == "best"
+
+
+def test_a_one_slice_scan_gets_a_mask_of_its_exact_shape(job_and_model, tmp_path):
+    """A 2D acquisition stored as one slice (H, W, 1): the mask keeps the singleton axis and the affine."""
+    job, model = job_and_model
+    ct = nib.load(FIXTURES / "example_ct_sm.nii.gz")
+    one = nib.Nifti1Image(np.asarray(ct.dataobj)[:, :, 3:4].astype(np.float32), ct.affine)
+    nib.save(one, tmp_path / "one.nii.gz")
+    out = tmp_path / "out"
+    assert _run(job, model, "--input", str(tmp_path / "one.nii.gz"), "--modality", "CT", "--out", str(out)) == 0
+    mask = nib.load(out / "one_seg.nii.gz")
+    assert mask.shape == one.shape and np.allclose(mask.affine, one.affine, atol=1e-4)

@@ -6,6 +6,7 @@ Layout (MONAI's bundle format, as the model zoo's ``spleen_ct_segmentation``)::
     OUT/configs/inference.json   MONAI transforms, MONAI's UNet, SliceInferer, SupervisedEvaluator
     OUT/models/model.pt          the network's state dict
     OUT/scripts/restore.py       the one step MONAI has no transform for (logits -> the scan's grid)
+    OUT/scripts/save_mask.py     masks with their scan's exact shape and header (nibabel)
     OUT/docs/README.md           how to run it
 
 Run with ``python -m monai.bundle run --config_file OUT/configs/inference.json --bundle_root OUT
@@ -31,6 +32,7 @@ from fedgin.tools.files import write_json
 
 BUNDLE_VERSION = "0.1.0"
 RESTORE_SCRIPT = Path(__file__).resolve().parent / "bundle_files" / "restore.py"
+SAVE_MASK_SCRIPT = Path(__file__).resolve().parent / "bundle_files" / "save_mask.py"
 
 
 def network_def(config: TrainConfig) -> dict:
@@ -152,16 +154,12 @@ def inference_config(config: TrainConfig, modality: str, normalization: dict | N
         intensity_transform(modality, normalization),
         *model_grid_transforms(config),
     ]
+    # Not MONAI's SaveImaged: it drops a one-slice scan's singleton axis (scripts/save_mask.py).
     save = {
-        "_target_": "SaveImaged",
+        "_target_": "scripts.save_mask.SaveMaskd",
         "keys": "pred",
         "output_dir": "@output_dir",
         "output_postfix": "seg",
-        "output_ext": ".nii.gz",
-        "output_dtype": "$numpy.uint8",
-        "resample": False,
-        "separate_folder": False,
-        "print_log": False,
     }
     restore, inferer = _restore_and_inferer(config)
     postprocessing = [*restore, save]
@@ -333,6 +331,7 @@ def export_bundle(
     (out / "docs").mkdir()
     torch.save({k: torch.as_tensor(v) for k, v in weights.items()}, out / "models" / "model.pt")
     shutil.copy2(RESTORE_SCRIPT, out / "scripts" / "restore.py")
+    shutil.copy2(SAVE_MASK_SCRIPT, out / "scripts" / "save_mask.py")
     (out / "scripts" / "__init__.py").write_text("")
     write_json(out / "configs" / "inference.json", inference_config(config, modality, normalization))
     write_json(out / "configs" / "metadata.json", metadata(config, modality, trained_on, job_name, rounds, model_kind))

@@ -2,7 +2,7 @@
 
 Inputs: one NIfTI file, a folder of them, a Decathlon datalist (its ``test`` entries, or a named
 split) or a site config (its datalist; the modality comes from it). Outputs in ``--out``: one
-``<name>_seg.nii.gz`` per input on the input's own grid (MONAI's ``SaveImage``), ``labels.json``
+``<name>_seg.nii.gz`` per input on the input's own grid and header (shape for shape), ``labels.json``
 (label value -> organ), ``predictions.json`` (the model used and each file's organ volumes in mL)
 and, with ``--preview``, ``<name>_preview.png`` (a few axial slices with the mask overlaid).
 """
@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 from monai.data import load_decathlon_datalist
-from monai.transforms import SaveImage
 
 from fedgin.seg.evaluation import load_weights
 from fedgin.seg.prediction import Segmenter, organ_volumes_ml
 from fedgin.seg.site_config import load_site_config, normalize_modality
 from fedgin.seg.training import TrainConfig
+from fedgin.tools.bundle_files.save_mask import write_mask
 from fedgin.tools.files import write_json
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -127,24 +127,14 @@ def predict(
         segmenter = Segmenter(config, load_weights(model_path), device=device, source=str(model_path))
     except ValueError as e:  # the model of another job, or of other training options
         raise ValueError(f"{model_path} does not fit this job's model (organs {config.organs}): {e}") from None
-    save = SaveImage(
-        output_dir=str(out_dir),
-        output_postfix=MASK_SUFFIX.lstrip("_"),
-        output_ext=".nii.gz",
-        output_dtype=np.uint8,
-        resample=False,
-        separate_folder=False,
-        print_log=False,
-    )
     labels = {str(value): name for value, name in segmenter.label_names.items()}
     write_json(out_dir / "labels.json", labels)
     files = []
     for i, image in enumerate(inputs.images):
         start = time.time()
         mask = segmenter.segment(image, inputs.modality, inputs.normalization)
-        save(mask)
         volumes = organ_volumes_ml(mask, segmenter.label_names)
-        written = out_dir / f"{_stem(image)}{MASK_SUFFIX}.nii.gz"
+        written = write_mask(mask, image, out_dir / f"{_stem(image)}{MASK_SUFFIX}.nii.gz")
         files.append({"image": str(image), "mask": str(written), "organ_volumes_ml": volumes})
         if preview:
             save_preview(image, mask, segmenter.label_names, out_dir / f"{_stem(image)}_preview.png")
