@@ -34,10 +34,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "custom"))
 
 from fedgin.seg.data.site_data import load_site_data  # noqa: E402
+from fedgin.seg.metrics import organ_dice  # noqa: E402
 from fedgin.seg.site_config import load_site_config  # noqa: E402
 from fedgin.seg.training import TrainConfig, Trainer, summarize_dice  # noqa: E402
 from fedgin.seg.transforms import gin_batch  # noqa: E402
-from monai.metrics import DiceMetric  # noqa: E402
 
 MODES = {"logits": 0, "probs": 0, "flip": 0, "gin4": 4}
 
@@ -81,13 +81,10 @@ def predict(trainer: Trainer, image: torch.Tensor, out_size: tuple, mode: str, s
 
 
 def score(trainer: Trainer, volumes, organs_present, mode: str) -> dict:
-    metric = DiceMetric(
-        include_background=False, reduction="none", ignore_empty=True, num_classes=trainer.config.num_classes
-    )
     rows = []
     for i, volume in enumerate(volumes):
         pred = predict(trainer, volume.image, tuple(volume.label.shape[1:]), mode, seed=i)
-        rows.append(metric(pred[None, None], volume.label[None])[0].numpy())
+        rows.append(organ_dice(pred[None], volume.label, trainer.config.num_classes))
     return summarize_dice(np.stack(rows), trainer.config.organs, organs_present)
 
 

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.inferers import SlidingWindowInferer
-from monai.metrics import DiceMetric
 
 from fedgin.seg.augmentation import MULTI_VIEW, augment, augment_views, check_augmentation
 from fedgin.seg.data.geometry import ModelGrid, slices_with_context
@@ -24,6 +23,7 @@ from fedgin.seg.data.site_data import EvalVolume, TrainSamples
 from fedgin.seg.distillation import ConditionalDistillationLoss
 from fedgin.seg.dp_sgd import CROSS_SAMPLE_AUGMENTATIONS, DPSGDConfig, PatientDPSGD
 from fedgin.seg.losses import PARTIAL_LABEL_MODES, MarginalDiceCELoss
+from fedgin.seg.metrics import organ_dice
 from fedgin.seg.model import DEFAULT_CHANNELS, DEFAULT_STRIDES, SegmentationUNet, norm_parameter_names
 from fedgin.seg.transforms import ipa_consistency_loss
 
@@ -489,7 +489,8 @@ class Trainer:
     def evaluate(self, volumes: Sequence[EvalVolume], organs: Sequence[str] | None = None) -> dict:
         """Dice per organ (mean over volumes) and their mean, as {"dice_<organ>": ..., "mean_dice": ...}.
 
-        Organs absent from a volume's label are skipped for that volume (MONAI's ignore_empty);
+        Organs absent from both a volume's label and its prediction are skipped for that volume;
+        predicted but absent from the label they score 0 (nnU-Net's convention);
         ``organs`` restricts the mean to the organs a site labels.
         """
         per_volume = dice_per_volume(self, volumes)
@@ -515,16 +516,9 @@ def _mean(values: list[float]) -> float:
 
 
 def dice_per_volume(trainer: Trainer, volumes: Sequence[EvalVolume]) -> np.ndarray:
-    """(n_volumes, n_organs) Dice; NaN where an organ is absent from a volume's label."""
-    # Label maps in, one-hot done per class inside MONAI: a full-size int64 one-hot of a 512 x 512 x 300
-    # CT would take gigabytes.
-    metric = DiceMetric(
-        include_background=False, reduction="none", ignore_empty=True, num_classes=trainer.config.num_classes
-    )
-    rows = []
-    for volume in volumes:
-        pred = trainer.predict(volume)
-        rows.append(metric(pred[None, None], volume.label[None])[0].numpy())
+    """(n_volumes, n_organs) Dice (fedgin.seg.metrics.organ_dice): NaN where an organ is absent from
+    both a volume's label and its prediction, 0 where it is only predicted."""
+    rows = [organ_dice(trainer.predict(volume)[None], volume.label, trainer.config.num_classes) for volume in volumes]
     return np.stack(rows) if rows else np.full((0, len(trainer.config.organs)), np.nan)
 
 
