@@ -284,6 +284,15 @@ def _training_samples(d: dict, spatial_dims: int, context_slices: int, keep_back
     return slices_with_context(img, context_slices, at=keep), lab[keep]  # (kept, C, S, S)
 
 
+def _eval_volume(d: dict, grid: ModelGrid, to_model_grid) -> EvalVolume:
+    """A held-out volume: its label on its own grid, its image on the model's grid."""
+    label = d["label"].as_tensor().to(torch.uint8)
+    image = to_model_grid({"image": d["image"]})["image"]
+    if grid.resamples:  # keeps its resampling and crop, to be inverted
+        return EvalVolume(image=image, label=label, grid=grid)
+    return EvalVolume(image=image.as_tensor().float(), label=label)
+
+
 def load_site_data(
     site: SiteConfig,
     organs: Sequence[str],
@@ -343,13 +352,7 @@ def load_site_data(
                 labels.append(lab.to(torch.uint8))
                 patients.append(torch.full((len(img),), i, dtype=torch.int64))
             else:
-                label = d["label"].as_tensor().to(torch.uint8)
-                image = to_model_grid({"image": d["image"]})["image"]
-                if grid.resamples:  # keeps its resampling and crop, to be inverted
-                    volume = EvalVolume(image=image, label=label, grid=grid)
-                else:
-                    volume = EvalVolume(image=image.as_tensor().float(), label=label)
-                (validation if split == "validation" else test).append(volume)
+                (validation if split == "validation" else test).append(_eval_volume(d, grid, to_model_grid))
             if progress:
                 progress(f"{split} {i + 1}/{len(cases)}")
         if split == "training":
