@@ -174,3 +174,32 @@ def test_update_problem_accepts_a_clean_update_and_bad_args_are_refused():
         RobustAggregator(expected_data_kind=DataKind.METRICS)
     with pytest.raises(ValueError, match="min_valid_updates"):
         RobustAggregator(min_valid_updates=0)
+
+
+def test_round_one_of_an_unbalanced_federation_keeps_both_updates():
+    """77 CT steps against 6 MRI steps (the real development set's round 1): the CT update's raw norm
+    is 13 x the MRI one's, its norm per step is not an outlier; a truly outlying update still is."""
+    agg = _aggregator(max_norm_ratio=10)
+    ct, mri = _update("site-ct", scale=77 / 6, steps=77), _update("site-mri", scale=1.0, steps=6)
+    accepted, result = _run_round(agg, [ct, mri])
+    assert accepted == {"site-ct": True, "site-mri": True} and agg.rejections == []
+    expected = (77 * from_shareable(ct).data["conv.bias"] + 6 * from_shareable(mri).data["conv.bias"]) / 83
+    np.testing.assert_allclose(result["conv.bias"], expected, rtol=1e-5)
+    # The same steps, a hundred times the norm: refused, by its norm per step.
+    outlying = [_update("site-ct", scale=100 * 77 / 6, steps=77, round_=1), _update("site-mri", steps=6, round_=1)]
+    _run_round(agg, outlying, _ctx(round_=1))
+    assert [r["site"] for r in agg.rejections] == ["site-ct"]
+    assert "L2 norm per step" in agg.rejections[0]["reason"]
+
+
+def test_a_claimed_step_count_above_the_jobs_bound_is_weighed_as_the_bound(caplog):
+    agg = _aggregator(max_steps=100)
+    greedy, honest = _update("site-greedy", steps=10**6), _update("site-honest", steps=100)
+    with caplog.at_level(logging.WARNING):
+        accepted, result = _run_round(agg, [greedy, honest])
+    assert all(accepted.values())
+    for k, v in _mean(greedy, honest).items():  # equal weights: 100 and 100, not 10^6 and 100
+        np.testing.assert_allclose(result[k], v, rtol=1e-5, atol=1e-6)
+    assert "site-greedy claims 1e+06 local steps at round 0: weighed as the job's max_steps 100" in caplog.text
+    with pytest.raises(ValueError, match="max_steps must be >= 1"):
+        RobustAggregator(max_steps=0)

@@ -2,8 +2,13 @@
 
 :class:`RobustAggregator` is FLARE's ``InTimeAccumulateWeightedAggregator`` (weighted FedAvg) with
 a gate in front: an update with NaN/Inf values, missing or unknown keys, wrong shapes, a bad step
-count, or an L2 norm far above the other sites' updates of the round is rejected and logged with
-the site's name and the reason (never its values). The round goes on with the valid updates.
+count, or an L2 norm per local step far above the other sites' of the round is rejected and logged
+with the site's name and the reason (never its values). The round goes on with the valid updates.
+Per step, because sites train different numbers of steps (round 1 on the real development set: 77
+CT steps against 6 MRI steps, before the StepBalancer has a target), as FLARE's own percentile
+filter scales by ``NUM_STEPS``. A site's claimed step count is also its weight in the average:
+above the job's ``max_steps`` it is weighed as ``max_steps``, so no site owns the average by
+claiming 10^6 steps.
 
 Why buffer: the norm bound compares each update with the others of the same round, so the
 updates are held in ``accept()`` and fed to the in-time accumulator in ``aggregate()``. For our
@@ -91,8 +96,9 @@ def update_problem(data, reference: Mapping[str, tuple[int, ...]] | None) -> str
     return None
 
 
-def norm_outliers(norms: Mapping[str, float], max_norm_ratio: float | None) -> dict[str, str]:
-    """Sites whose update norm exceeds ``max_norm_ratio`` x the median of the other sites' norms.
+def norm_outliers(norms: Mapping[str, float], max_norm_ratio: float | None, what: str = "L2 norm") -> dict[str, str]:
+    """Sites whose update norm (per step, as given) exceeds ``max_norm_ratio`` x the median of the
+    other sites' norms.
 
     Leave-one-out, so with two sites a huge update is caught (the other's norm is its reference)
     and a small one never is. It needs a majority of sane updates, as any median does.
@@ -103,7 +109,7 @@ def norm_outliers(norms: Mapping[str, float], max_norm_ratio: float | None) -> d
     for site, norm in norms.items():
         median = statistics.median(n for s, n in norms.items() if s != site)
         if median > 0 and norm > max_norm_ratio * median:
-            out[site] = f"L2 norm {norm:.3g} is more than {max_norm_ratio:g} x the median of the others ({median:.3g})"
+            out[site] = f"{what} {norm:.3g} is more than {max_norm_ratio:g} x the median of the others ({median:.3g})"
     return out
 
 
@@ -111,9 +117,11 @@ class RobustAggregator(InTimeAccumulateWeightedAggregator):
     """Weighted FedAvg over the updates that pass validation.
 
     Args:
-        max_norm_ratio: reject an update whose L2 norm exceeds this many times the median norm of
-            the round's other updates (needs 2+ updates; None or 0 turns it off).
+        max_norm_ratio: reject an update whose L2 norm per local step exceeds this many times the
+            median of the round's other updates' (needs 2+ updates; None or 0 turns it off).
         max_norm: reject an update whose L2 norm exceeds this absolute bound (None: no bound).
+        max_steps: the most local steps an update is weighed by in the average (a larger claim is
+            logged and weighed as this; None: no bound). The job uses the StepBalancer's cap.
         min_valid_updates: if fewer updates survive, the round keeps the global model unchanged.
             The job configs set it to ``{min_clients}``.
         exclude_vars, aggregation_weights, expected_data_kind, weigh_by_local_iter: as for
@@ -124,6 +132,7 @@ class RobustAggregator(InTimeAccumulateWeightedAggregator):
         self,
         max_norm_ratio: float | None = 10.0,
         max_norm: float | None = None,
+        max_steps: int | None = None,
         min_valid_updates: int = 1,
         site_local_keys: list[str] | None = None,
         exclude_vars: str | None = None,
@@ -137,11 +146,14 @@ class RobustAggregator(InTimeAccumulateWeightedAggregator):
             raise ValueError(f"max_norm_ratio must be >= 0, got {max_norm_ratio}")
         if max_norm is not None and max_norm <= 0:
             raise ValueError(f"max_norm must be > 0, got {max_norm}")
+        if max_steps is not None and int(max_steps) < 1:
+            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
         if int(min_valid_updates) < 1:
             raise ValueError(f"min_valid_updates must be >= 1, got {min_valid_updates}")
         super().__init__(exclude_vars, aggregation_weights, expected_data_kind, weigh_by_local_iter)
         self.max_norm_ratio = max_norm_ratio
         self.max_norm = max_norm
+        self.max_steps = max_steps
         self.min_valid_updates = int(min_valid_updates)
         # Weights each site keeps to itself (domain-specific norm): never in an update; one that
         # carries them is rejected as having unknown keys.
@@ -149,7 +161,7 @@ class RobustAggregator(InTimeAccumulateWeightedAggregator):
             sorted(site_local_keys) if site_local_keys else None
         )  # as given: FLARE's Job API writes it back
         self._lock = threading.Lock()  # results of different sites may arrive on different threads
-        self._pending: dict[str, tuple[Shareable, float]] = {}
+        self._pending: dict[str, tuple[Shareable, float]] = {}  # site -> (update, L2 norm per step)
         self._first_shapes: dict[str, tuple[int, ...]] | None = None
         self.rejections: list[dict] = []  # {"round", "site", "reason"} over the whole job
 
@@ -200,6 +212,16 @@ class RobustAggregator(InTimeAccumulateWeightedAggregator):
             return self._reject(
                 fl_ctx, site, current_round, f"NUM_STEPS_CURRENT_ROUND {steps!r} is not a positive number"
             )
+        if self.max_steps is not None and steps > self.max_steps:
+            self.log_warning(
+                fl_ctx,
+                f"[fedgin] {site} claims {steps:g} local steps at round {current_round}: weighed as the "
+                f"job's max_steps {self.max_steps}",
+                fire_event=False,
+            )
+            steps = self.max_steps
+            dxo.set_meta_prop(MetaKey.NUM_STEPS_CURRENT_ROUND, steps)
+            dxo.update_shareable(shareable)
         problem = update_problem(dxo.data, self._reference(fl_ctx))
         if problem:
             return self._reject(fl_ctx, site, current_round, problem)
@@ -209,7 +231,7 @@ class RobustAggregator(InTimeAccumulateWeightedAggregator):
         with self._lock:
             if site in self._pending:
                 return self._reject(fl_ctx, site, current_round, "a second update in the same round")
-            self._pending[site] = (shareable, norm)
+            self._pending[site] = (shareable, norm / steps)
             if self._first_shapes is None:
                 self._first_shapes = {k: tuple(np.shape(v)) for k, v in dxo.data.items()}
         return True
@@ -218,7 +240,8 @@ class RobustAggregator(InTimeAccumulateWeightedAggregator):
         current_round = fl_ctx.get_prop(AppConstants.CURRENT_ROUND)
         with self._lock:
             pending, self._pending = self._pending, {}
-        outliers = norm_outliers({site: norm for site, (_, norm) in pending.items()}, self.max_norm_ratio)
+        per_step = {site: norm for site, (_, norm) in pending.items()}
+        outliers = norm_outliers(per_step, self.max_norm_ratio, what="L2 norm per step")
         for site, reason in outliers.items():
             self._reject(fl_ctx, site, current_round, reason)
         valid = {site: s for site, (s, _) in pending.items() if site not in outliers}

@@ -59,6 +59,9 @@ NUM_ROUNDS = 30
 # GPUResourceManager reserve one), 2 CPUs and 8 GiB, which the docker/k8s/slurm launchers enforce.
 RESOURCES = {"@default": {"num_of_gpus": 0, "num_of_cpus": 2, "memory": "8Gi"}}
 MIN_CLIENTS = 2
+# The most local steps a round's target may ask of a site (StepBalancer) and an update is weighed by
+# in the average (RobustAggregator): one site's claim of 10^6 steps neither stalls nor owns the job.
+MAX_STEPS_PER_ROUND = 2000
 # Exported into jobs/: name -> (task, GIN on).
 JOBS = {
     "fedgin_abdomen": ("abdomen", True),
@@ -108,13 +111,17 @@ def fedgin_job(
     job.to_server(_given(PTFileModelPersistor(model=model), "model"), id="persistor")
     job.to_server(FullModelShareableGenerator(), id="shareable_generator")
     aggregator = _make(
-        RobustAggregator, expected_data_kind="WEIGHT_DIFF", max_norm_ratio=10, min_valid_updates=min_clients
+        RobustAggregator,
+        expected_data_kind="WEIGHT_DIFF",
+        max_norm_ratio=10,
+        max_steps=MAX_STEPS_PER_ROUND,
+        min_valid_updates=min_clients,
     )
     job.to_server(aggregator, id="aggregator")
     job.to_server(_make(IntimeModelSelector, key_metric="val_mean_dice"), id="model_selector")
     job.to_server(_make(PTFileModelLocator, pt_persistor_id="persistor"), id="model_locator")
     job.to_server(ValidationJsonGenerator(), id="json_generator")
-    job.to_server(_make(StepBalancer, max_steps=2000), id="step_balancer")
+    job.to_server(_make(StepBalancer, max_steps=MAX_STEPS_PER_ROUND), id="step_balancer")
     # The sites' per-round figures (fedgin.flare.metrics) as TensorBoard files in the job's workspace.
     job.to_server(_make(TBAnalyticsReceiver, tb_folder=TB_FOLDER, events=[FED_METRICS_EVENT]), id="tb_receiver")
     # ... and as one line per site and round in the server's log (what the simulator runner echoes).
