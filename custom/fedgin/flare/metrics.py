@@ -59,15 +59,24 @@ def send_scalars(component: FLComponent, fl_ctx: FLContext, scalars: Mapping[str
     return sent
 
 
+# Figures of the Gaussian result filter (fedgin.flare.privacy.gaussian), sent after the site's round
+# line figures (the filter runs once the executor is done): they get a privacy line of their own.
+GAUSSIAN_EPSILON, GAUSSIAN_DELTA = "privacy/epsilon", "privacy/delta"
+
+
 class RoundReporter(AnalyticsReceiver):
     """Server side: one log line per site and round, from the figures the sites streamed.
 
     ``[fedgin] metrics: round 3/20 site-ct: global model val mean Dice 0.210, local loss 0.8861 over
     30 steps (5.5 s)``: the line a person watches in the server's log (and the simulator runner
     echoes), from the events alone; a site's own log keeps its own line. Events may arrive in any
-    order: a round's line is written once its four figures are in (at the end of the run for a
-    round that lacks one, e.g. a NaN Dice that was never sent). A DP-SGD site sends its epsilon
-    instead of its loss and seconds, and the line says so.
+    order, and some come after the line's figures (a per-organ Dice overtaken by the mean, the
+    Gaussian filter's epsilon and delta, DP-SGD's delta after its epsilon). A round's line is
+    written once, when its figures are in, or at the end of the run when one never came (a Dice
+    that was NaN is not sent; the line says n/a); never for a round whose step count never came.
+    Figures that arrive after their round's line join it silently (TensorBoard has them all), except
+    the Gaussian filter's epsilon and delta, which get a privacy line. A DP-SGD site sends its
+    epsilon instead of its loss and seconds, and the line says so.
     """
 
     LINE_FIGURES = ("val_dice/mean", "train/steps")
@@ -76,30 +85,43 @@ class RoundReporter(AnalyticsReceiver):
         super().__init__(events=events or [FED_METRICS_EVENT])
         self.num_rounds = int(num_rounds)  # the job's rounds, for "round 3/20" (set by the job build)
         self._rounds: dict[tuple[str, int], dict[str, float]] = {}
+        self._written: set[tuple[str, int, str]] = set()  # (site, round, "round" | "privacy")
 
     def initialize(self, fl_ctx: FLContext):
         self._rounds.clear()
+        self._written.clear()
 
     def save(self, fl_ctx: FLContext, shareable: Shareable, record_origin: str):
         data = AnalyticsData.from_dxo(from_shareable(shareable))
         key = (record_origin, int(data.step or 0))
-        figures = self._rounds.setdefault(key, {})
-        figures[data.tag] = float(data.value)
-        private = DP_SGD_EPSILON in figures
-        if all(tag in figures for tag in self.LINE_FIGURES + (() if private else TRAINING_FIGURES)):
-            self._report(fl_ctx, key)
+        self._rounds.setdefault(key, {})[data.tag] = float(data.value)
+        self._write(fl_ctx, key, final=False)
 
     def finalize(self, fl_ctx: FLContext):
         for key in sorted(self._rounds):
-            self._report(fl_ctx, key)
+            self._write(fl_ctx, key, final=True)
 
-    def _report(self, fl_ctx: FLContext, key: tuple[str, int]) -> None:
+    def _write(self, fl_ctx: FLContext, key: tuple[str, int], final: bool) -> None:
         site, step = key
-        figures = self._rounds.pop(key)
-        loss, steps = figures.get("train/loss", math.nan), int(figures.get("train/steps", 0))
+        figures = self._rounds[key]
+        if (site, step, "round") not in self._written and "train/steps" in figures:
+            private = DP_SGD_EPSILON in figures
+            needed = self.LINE_FIGURES + (() if private else TRAINING_FIGURES)
+            if final or all(tag in figures for tag in needed):
+                self._written.add((site, step, "round"))
+                self.log_info(fl_ctx, REPORT_PREFIX + self._round_line(site, step, figures), fire_event=False)
+        if (site, step, "privacy") not in self._written and GAUSSIAN_EPSILON in figures:
+            if final or GAUSSIAN_DELTA in figures:
+                self._written.add((site, step, "privacy"))
+                delta = figures.get(GAUSSIAN_DELTA)
+                tail = f", delta {delta:.3g}" if delta is not None else ""
+                line = f"round {step}/{self.num_rounds} {site}: privacy of the update's Gaussian noise: epsilon "
+                self.log_info(fl_ctx, f"{REPORT_PREFIX}{line}{figures[GAUSSIAN_EPSILON]:.3g}{tail}", fire_event=False)
+
+    def _round_line(self, site: str, step: int, figures: dict[str, float]) -> str:
+        loss, steps = figures.get("train/loss", math.nan), int(figures["train/steps"])
         line = format_round(step, self.num_rounds, site, figures.get("val_dice/mean", math.nan), loss, steps)
         if DP_SGD_EPSILON in figures:
-            tail = f"(DP-SGD, epsilon {figures[DP_SGD_EPSILON]:.2f}: loss and time stay at the site)"
-        else:
-            tail = f"({figures.get('train/seconds', math.nan):.1f} s)"
-        self.log_info(fl_ctx, f"{REPORT_PREFIX}{line} {tail}", fire_event=False)
+            return f"{line} (DP-SGD, epsilon {figures[DP_SGD_EPSILON]:.2f}: loss and time stay at the site)"
+        seconds = figures.get("train/seconds")
+        return f"{line} ({seconds:.1f} s)" if seconds is not None else line

@@ -8,6 +8,7 @@ analytics streaming would be the channel.)
 
 from __future__ import annotations
 
+import math
 import re
 
 _ROUND = re.compile(
@@ -16,11 +17,19 @@ _ROUND = re.compile(
 )
 
 
+NOT_AVAILABLE = "n/a"  # a figure that was not scored or stays at the site (never "nan")
+
+
+def _figure(value: float, digits: int) -> str:
+    return f"{value:.{digits}f}" if math.isfinite(value) else NOT_AVAILABLE
+
+
 def format_round(current_round: int, num_rounds: int, site: str, dice: float, loss: float, steps: int) -> str:
-    """``current_round`` is 1-based; ``dice`` is the received global model's validation mean Dice."""
+    """``current_round`` is 1-based; ``dice`` is the received global model's validation mean Dice
+    (NaN: not scored, written n/a); ``loss`` NaN (e.g. it stays at a DP-SGD site) is written n/a."""
     return (
-        f"round {current_round}/{num_rounds} {site}: global model val mean Dice {dice:.3f}, "
-        f"local loss {loss:.4f} over {steps} steps"
+        f"round {current_round}/{num_rounds} {site}: global model val mean Dice {_figure(dice, 3)}, "
+        f"local loss {_figure(loss, 4)} over {steps} steps"
     )
 
 
@@ -33,7 +42,11 @@ def parse_round(line: str) -> dict | None:
         "round": int(g["round"]),
         "rounds": int(g["rounds"]),
         "site": g["site"],
-        "val_mean_dice": float(g["dice"]),
-        "loss": float(g["loss"]),
+        "val_mean_dice": _parse_figure(g["dice"]),
+        "loss": _parse_figure(g["loss"]),
         "steps": int(g["steps"]),
     }
+
+
+def _parse_figure(text: str) -> float:
+    return math.nan if text == NOT_AVAILABLE else float(text)
