@@ -75,5 +75,6 @@ def test_the_jobs_aggregate_with_the_robust_aggregator(tmp_path, job):
     assert aggregator["args"] == {
         "expected_data_kind": "WEIGHT_DIFF",
         "max_norm_ratio": 10,
+        "max_steps": 2000,  # the StepBalancer's cap: no site's claimed steps weigh more
         "min_valid_updates": 3,  # the job's min_clients, derived at build time
     }
