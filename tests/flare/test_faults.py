@@ -28,7 +28,7 @@ MODES = ["nan", "wrong_shape", "huge", "missing_key", "crash", "hang"]
 REASONS = {  # what the server logs for site-bad's update in each round
     0: r"NaN or Inf in 1 tensor\(s\)",
     1: r"wrong shape\(s\): 'model\.0\.",
-    2: r"L2 norm \S+ is more than 10 x the median of the others",
+    2: r"L2 norm per step \S+ is more than 10 x the median of the others",
     3: r"missing key\(s\) 'model\.0\.",
 }
 # A round waits this long for late sites once min_clients results are in (the hang round only:

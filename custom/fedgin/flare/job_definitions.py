@@ -57,6 +57,10 @@ TRAINING = {
     # bench/results/fed_ablation_transfer).
     "organ_sampling": 0.5,
     "dice_batch": True,
+    # Conditional distillation from the round's global model at a site that does not label an organ:
+    # MRI spleen learnt through CT 0.383 / 0.253, CT pancreas 0.422 / 0.315 against the row above
+    # (seeds 0 / 1; CT gallbladder 0.001 / 0.000, about 10 minutes more a 20-round run).
+    "distillation_weight": 1.0,
     "seed": 0,
 }
 NUM_ROUNDS = 30
