@@ -6,7 +6,7 @@ import zlib
 
 import numpy as np
 import pytest
-from fedgin.flare.aggregation import RobustAggregator, norm_outliers, update_problem
+from fedgin.flare.aggregation import RobustAggregator, norm_outlier, update_problem
 from nvflare.apis.dxo import DXO, DataKind, MetaKey, from_shareable
 from nvflare.apis.event_type import EventType
 from nvflare.apis.fl_constant import ReservedKey, ReturnCode
@@ -89,23 +89,47 @@ def test_a_bad_update_is_rejected_and_logged_with_site_and_reason(case, caplog):
     assert summary and "1 rejected: site-bad: " in summary[0]
 
 
-def test_a_huge_update_is_rejected_by_the_median_norm_bound(caplog):
+def test_a_huge_update_is_refused_on_arrival_by_the_median_norm_bound(caplog):
     agg = _aggregator(max_norm_ratio=10)
     good = [_update("site-a"), _update("site-b")]
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.INFO):
         accepted, result = _run_round(agg, [good[0], _update("site-huge", scale=1e6), good[1]])
-    assert all(accepted.values())  # the norm bound needs the whole round: decided in aggregate()
+    # Decided in accept(): what ScatterAndGather logs, the StepBalancer and the model selector count.
+    assert accepted == {"site-a": True, "site-huge": False, "site-b": True}
     for k, v in _mean(*good).items():
         np.testing.assert_allclose(result[k], v, rtol=1e-5, atol=1e-6)
     assert [r["site"] for r in agg.rejections] == ["site-huge"]
     assert "is more than 10 x the median of the others" in agg.rejections[0]["reason"]
+    assert "round 0: 2 valid update(s) (site-a, site-b), 1 rejected: site-huge: " in caplog.text
 
 
-def test_with_two_sites_the_huge_one_is_caught_and_the_small_one_kept():
-    assert set(norm_outliers({"a": 1.0, "b": 1e6}, 10)) == {"b"}
-    assert norm_outliers({"a": 1.0, "b": 5.0}, 10) == {}
-    assert norm_outliers({"a": 1.0}, 10) == {}  # no others to compare with
-    assert norm_outliers({"a": 1.0, "b": 1e6}, None) == {}
+def test_the_first_update_of_a_round_is_compared_with_the_previous_rounds():
+    agg = _aggregator(max_norm_ratio=10)
+    _run_round(agg, [_update("site-a"), _update("site-b")])
+    ctx = _ctx(round_=1)
+    assert not agg.accept(_update("site-a", scale=1e3, round_=1), ctx)  # first arrival, yet refused
+    assert agg.accept(_update("site-b", scale=2.0, round_=1), ctx)
+    # Its reference: round 0's two accepted updates.
+    assert re.search(r"the median of the others \(\S+, 2 accepted update\(s\)\)", agg.rejections[0]["reason"])
+
+
+def test_the_first_update_of_a_job_is_bounded_by_the_global_models_norm():
+    weights = {k: np.ones_like(v) for k, v in GLOBAL.items()}  # L2 norm sqrt(40) = 6.32
+    ctx = _ctx()
+    ctx.set_prop(AppConstants.GLOBAL_MODEL, make_model_learnable(weights, {}), private=True, sticky=False)
+    agg = _aggregator(max_norm_ratio=10)
+    assert not agg.accept(_update("site-huge", scale=1e3), ctx)
+    assert "x the global model's own (6.32" in agg.rejections[0]["reason"]
+    assert agg.accept(_update("site-a", scale=1.0), ctx)  # a training step's size is far below
+    assert _aggregator(max_norm_ratio=None).accept(_update("site-huge", scale=1e3), ctx)
+
+
+def test_the_median_bound_refuses_only_large_norms():
+    assert "more than 10 x the median" in norm_outlier(1e6, [1.0], 10)
+    assert norm_outlier(5.0, [1.0], 10) is None
+    assert norm_outlier(1e-6, [1.0, 2.0], 10) is None  # small updates are never outliers
+    assert norm_outlier(1e6, [], 10) is None  # nothing to compare with
+    assert norm_outlier(1e6, [1.0], None) is None
 
 
 def test_absolute_max_norm():

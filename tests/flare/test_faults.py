@@ -111,6 +111,13 @@ def test_each_rejected_update_is_logged_with_site_and_reason(faulty):
     assert re.search(r"round 5: 2 valid update\(s\) \(site-ct, site-mri\)(?!, 1 rejected)", log)
     assert re.search(r"peer=site-bad.*task \S+ is not found", log)  # FLARE drops the late result
     assert "4 update(s) rejected in this job: site-bad 4" in log
+    # Rejected means invisible: FLARE never logs site-bad's update as accepted, the best-model
+    # selector never reads its claimed Dice of 1.0 (the StepBalancer never takes its 500 steps as the
+    # next round's target: the global model equals the clean run's, test above).
+    assert "Contribution from site-bad ACCEPTED" not in log
+    assert "Contribution from site-bad REJECTED by the aggregator at round 2" in log
+    assert not re.search(r"validation metric \S+ from client site-bad", log)
+    assert re.search(r"validation metric \S+ from client site-ct", log)
     # The values of the updates never reach the log, only names, shapes and norms.
     assert "nan, nan" not in log.lower()
 

@@ -2,17 +2,23 @@
 
 :class:`RobustAggregator` is FLARE's ``InTimeAccumulateWeightedAggregator`` (weighted FedAvg) with
 a gate in front: an update with NaN/Inf values, missing or unknown keys, wrong shapes, a bad step
-count, or an L2 norm per local step far above the other sites' of the round is rejected and logged
-with the site's name and the reason (never its values). The round goes on with the valid updates.
+count, or an L2 norm per local step far above that of the updates already accepted is rejected and
+logged with the site's name and the reason (never its values). The round goes on with the valid
+updates.
 Per step, because sites train different numbers of steps (round 1 on the real development set: 77
 CT steps against 6 MRI steps, before the StepBalancer has a target), as FLARE's own percentile
 filter scales by ``NUM_STEPS``. A site's claimed step count is also its weight in the average:
 above the job's ``max_steps`` it is weighed as ``max_steps``, so no site owns the average by
 claiming 10^6 steps.
 
-Why buffer: the norm bound compares each update with the others of the same round, so the
-updates are held in ``accept()`` and fed to the in-time accumulator in ``aggregate()``. For our
-model sizes (a few MB per site) holding one round's updates is cheap.
+Every check is decided in ``accept()``, so *accepted* means one thing: FLARE logs the answer,
+and the StepBalancer and the best-model selector (``AcceptedModelSelector``) count only what was
+accepted. The norm bound therefore compares an update with those known when it arrives: the
+updates accepted before it in this round and those of the previous round (per step). The first
+update of a job has nothing to compare with; it is bounded by ``max_norm_ratio`` x the global
+model's own L2 norm (an update larger than the model it changes is never a training step).
+Accepted updates are held and summed in ``aggregate()`` in a fixed site order, so the same updates
+give the same global model whatever order they arrived in.
 
 Note that ScatterAndGather counts a rejected update as a response for ``min_clients``; the
 aggregator's own ``min_valid_updates`` decides what happens when too few updates survive: the
@@ -96,21 +102,23 @@ def update_problem(data, reference: Mapping[str, tuple[int, ...]] | None) -> str
     return None
 
 
-def norm_outliers(norms: Mapping[str, float], max_norm_ratio: float | None, what: str = "L2 norm") -> dict[str, str]:
-    """Sites whose update norm (per step, as given) exceeds ``max_norm_ratio`` x the median of the
-    other sites' norms.
+def norm_outlier(norm: float, reference: list[float], max_norm_ratio: float | None) -> str | None:
+    """Why an update's L2 norm per step is an outlier against ``reference`` (the per-step norms of
+    updates already accepted), or None.
 
-    Leave-one-out, so with two sites a huge update is caught (the other's norm is its reference)
-    and a small one never is. It needs a majority of sane updates, as any median does.
+    Only a norm far above the reference's median is refused (a small update never is), so with two
+    sites a huge update is caught whichever arrives second or in a later round. Like any median it
+    needs a majority of sane updates.
     """
-    if not max_norm_ratio or len(norms) < 2:
-        return {}
-    out = {}
-    for site, norm in norms.items():
-        median = statistics.median(n for s, n in norms.items() if s != site)
-        if median > 0 and norm > max_norm_ratio * median:
-            out[site] = f"{what} {norm:.3g} is more than {max_norm_ratio:g} x the median of the others ({median:.3g})"
-    return out
+    if not max_norm_ratio or not reference:
+        return None
+    median = statistics.median(reference)
+    if median > 0 and norm > max_norm_ratio * median:
+        return (
+            f"L2 norm per step {norm:.3g} is more than {max_norm_ratio:g} x the median of the others "
+            f"({median:.3g}, {len(reference)} accepted update(s))"
+        )
+    return None
 
 
 class RobustAggregator(InTimeAccumulateWeightedAggregator):
@@ -118,7 +126,8 @@ class RobustAggregator(InTimeAccumulateWeightedAggregator):
 
     Args:
         max_norm_ratio: reject an update whose L2 norm per local step exceeds this many times the
-            median of the round's other updates' (needs 2+ updates; None or 0 turns it off).
+            median of the updates accepted before it (this round's and the previous round's; the
+            job's first update: this many times the global model's norm). None or 0 turns it off.
         max_norm: reject an update whose L2 norm exceeds this absolute bound (None: no bound).
         max_steps: the most local steps an update is weighed by in the average (a larger claim is
             logged and weighed as this; None: no bound). The job uses the StepBalancer's cap.
@@ -162,6 +171,7 @@ class RobustAggregator(InTimeAccumulateWeightedAggregator):
         )  # as given: FLARE's Job API writes it back
         self._lock = threading.Lock()  # results of different sites may arrive on different threads
         self._pending: dict[str, tuple[Shareable, float]] = {}  # site -> (update, L2 norm per step)
+        self._previous: list[float] = []  # L2 norms per step of the last aggregated round's updates
         self._first_shapes: dict[str, tuple[int, ...]] | None = None
         self.rejections: list[dict] = []  # {"round", "site", "reason"} over the whole job
 
@@ -174,6 +184,28 @@ class RobustAggregator(InTimeAccumulateWeightedAggregator):
             local = set(self.site_local_keys or ())
             return {k: tuple(np.shape(v)) for k, v in weights.items() if k not in local}
         return self._first_shapes
+
+    @staticmethod
+    def _model_norm(fl_ctx: FLContext) -> float:
+        model = fl_ctx.get_prop(AppConstants.GLOBAL_MODEL)
+        weights = model.get(ModelLearnableKey.WEIGHTS) if isinstance(model, Mapping) else None
+        return update_norm(weights) if weights else 0.0
+
+    def _norm_problem(self, fl_ctx: FLContext, norm: float, steps: float) -> str | None:
+        """The norm checks; called under the lock (the reference is the updates accepted so far)."""
+        if self.max_norm is not None and norm > self.max_norm:
+            return f"L2 norm {norm:.3g} exceeds max_norm {self.max_norm:g}"
+        reference = [n for _, n in self._pending.values()] + self._previous
+        if reference:
+            return norm_outlier(norm / steps, reference, self.max_norm_ratio)
+        model_norm = self._model_norm(fl_ctx)
+        if self.max_norm_ratio and self._data_kind() == DataKind.WEIGHT_DIFF and model_norm > 0:
+            if norm > self.max_norm_ratio * model_norm:
+                return (
+                    f"L2 norm {norm:.3g} is more than {self.max_norm_ratio:g} x the global model's own "
+                    f"({model_norm:.3g}; the first update, nothing else to compare with)"
+                )
+        return None
 
     def _data_kind(self) -> str:
         # START_RUN turns expected_data_kind into {"": kind} (InTimeAccumulateWeightedAggregator).
@@ -226,11 +258,12 @@ class RobustAggregator(InTimeAccumulateWeightedAggregator):
         if problem:
             return self._reject(fl_ctx, site, current_round, problem)
         norm = update_norm(dxo.data)
-        if self.max_norm is not None and norm > self.max_norm:
-            return self._reject(fl_ctx, site, current_round, f"L2 norm {norm:.3g} exceeds max_norm {self.max_norm:g}")
         with self._lock:
             if site in self._pending:
                 return self._reject(fl_ctx, site, current_round, "a second update in the same round")
+            problem = self._norm_problem(fl_ctx, norm, steps)
+            if problem:
+                return self._reject(fl_ctx, site, current_round, problem)
             self._pending[site] = (shareable, norm / steps)
             if self._first_shapes is None:
                 self._first_shapes = {k: tuple(np.shape(v)) for k, v in dxo.data.items()}
@@ -240,11 +273,9 @@ class RobustAggregator(InTimeAccumulateWeightedAggregator):
         current_round = fl_ctx.get_prop(AppConstants.CURRENT_ROUND)
         with self._lock:
             pending, self._pending = self._pending, {}
-        per_step = {site: norm for site, (_, norm) in pending.items()}
-        outliers = norm_outliers(per_step, self.max_norm_ratio, what="L2 norm per step")
-        for site, reason in outliers.items():
-            self._reject(fl_ctx, site, current_round, reason)
-        valid = {site: s for site, (s, _) in pending.items() if site not in outliers}
+            if pending:
+                self._previous = [norm for _, norm in pending.values()]
+        valid = {site: s for site, (s, _) in pending.items()}
         rejected = [r for r in self.rejections if r["round"] == current_round]
         summary = f"[fedgin] round {current_round}: {len(valid)} valid update(s) ({', '.join(sorted(valid)) or 'none'})"
         if rejected:

@@ -22,7 +22,6 @@ from pathlib import Path
 from nvflare.app_common.filters.percentile_privacy import PercentilePrivacy
 from nvflare.app_common.shareablegenerators.full_model_shareable_generator import FullModelShareableGenerator
 from nvflare.app_common.widgets.convert_to_fed_event import ConvertToFedEvent
-from nvflare.app_common.widgets.intime_model_selector import IntimeModelSelector
 from nvflare.app_common.widgets.validation_json_generator import ValidationJsonGenerator
 from nvflare.app_common.workflows.cross_site_model_eval import CrossSiteModelEval
 from nvflare.app_opt.pt.file_model_locator import PTFileModelLocator
@@ -34,6 +33,7 @@ from nvflare.job_config.defs import FilterType
 from fedgin.flare.aggregation import RobustAggregator
 from fedgin.flare.executor import SegmentationExecutor
 from fedgin.flare.metrics import FED_METRICS_EVENT, METRICS_EVENT, TB_FOLDER, RoundReporter
+from fedgin.flare.model_selection import AcceptedModelSelector
 from fedgin.flare.step_balance import StepBalancer
 from fedgin.flare.workflow import ScatterAndGather
 from fedgin.seg.training import TrainConfig
@@ -128,7 +128,7 @@ def fedgin_job(
         min_valid_updates=min_clients,
     )
     job.to_server(aggregator, id="aggregator")
-    job.to_server(_make(IntimeModelSelector, key_metric="val_mean_dice"), id="model_selector")
+    job.to_server(_make(AcceptedModelSelector, key_metric="val_mean_dice"), id="model_selector")
     job.to_server(_make(PTFileModelLocator, pt_persistor_id="persistor"), id="model_locator")
     job.to_server(ValidationJsonGenerator(), id="json_generator")
     job.to_server(_make(StepBalancer, max_steps=MAX_STEPS_PER_ROUND), id="step_balancer")

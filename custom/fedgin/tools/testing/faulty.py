@@ -23,6 +23,7 @@ from nvflare.app_common.app_constant import AppConstants
 
 from fedgin.flare.executor import SegmentationExecutor
 
+FAULTY_STEPS = 500  # the step count a faulty update claims (below the job's MAX_STEPS_PER_ROUND)
 FAULT_MODES = ("ok", "nan", "inf", "wrong_shape", "huge", "missing_key", "unknown_key", "crash", "hang")
 
 
@@ -98,4 +99,8 @@ class FaultyExecutor(SegmentationExecutor):
             diff = {k: np.zeros(np.shape(v), np.float32) for k, v in global_weights.items()}
         else:
             diff = faulty_update(mode, global_weights, seed=current_round)
-        return DXO(DataKind.WEIGHT_DIFF, diff, meta={MetaKey.NUM_STEPS_CURRENT_ROUND: 1}).to_shareable()
+        # A bad update claims much work and a perfect model: if the server counted it anyway, the
+        # StepBalancer would raise every site's next round to FAULTY_STEPS steps and the best-model
+        # selector would crown this round's model.
+        meta = {MetaKey.NUM_STEPS_CURRENT_ROUND: FAULTY_STEPS, MetaKey.INITIAL_METRICS: {"val_mean_dice": 1.0}}
+        return DXO(DataKind.WEIGHT_DIFF, diff, meta=meta).to_shareable()
