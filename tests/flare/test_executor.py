@@ -4,7 +4,8 @@ import json
 
 import numpy as np
 import pytest
-from fedgin.flare.executor import SegmentationExecutor, find_site_config
+from fedgin.flare.executor import SegmentationExecutor
+from fedgin.flare.site_files import find_site_config
 from fedgin.flare.step_balance import TARGET_STEPS_HEADER
 from fedgin.seg.site_config import SiteConfigError
 from fedgin.seg.training import TrainConfig

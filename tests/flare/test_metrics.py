@@ -6,6 +6,7 @@ import random
 
 import pytest
 from fedgin.flare.metrics import (
+    BUDGET_SPENT,
     DP_SGD_EPSILON,
     GAUSSIAN_DELTA,
     GAUSSIAN_EPSILON,
@@ -63,6 +64,21 @@ def test_the_server_line_waits_for_all_figures_in_any_order_and_parses_as_a_roun
     reporter.finalize(FLContext())
     assert "val mean Dice n/a" in lines[-1] and "nan" not in lines[-1]
     assert parse_round(lines[-1])["site"] == "site-mri" and math.isnan(parse_round(lines[-1])["val_mean_dice"])
+
+
+def test_a_site_whose_budget_is_spent_gets_one_error_line_and_no_round_line():
+    reporter = RoundReporter(num_rounds=5)
+    infos, errors = [], []
+    reporter.log_info = lambda ctx, msg, **kw: infos.append(msg)
+    reporter.log_error = lambda ctx, msg, **kw: errors.append(msg)
+    _save(reporter, BUDGET_SPENT, 7.08, 3, "site-ct")
+    _save(reporter, BUDGET_SPENT, 7.08, 3, "site-ct")  # a repeat changes nothing
+    reporter.finalize(FLContext())
+    assert infos == []
+    assert errors == [
+        f"{REPORT_PREFIX}round 3/5 site-ct: privacy budget spent (epsilon 7.08 over its jobs): the site "
+        "declines this and every later round"
+    ]
 
 
 def test_a_dp_sgd_sites_line_needs_its_epsilon_instead_of_its_loss_and_seconds():

@@ -230,3 +230,27 @@ def test_sampling_follows_the_secret_seed_not_the_jobs():
     torch.manual_seed(1)
     assert draws(7) == first  # the site's record reproduces its run
     assert draws(None) != draws(None)  # by default a secret drawn at the site
+
+
+def test_a_later_job_continues_the_accountant_and_never_repeats_its_noise():
+    data = _slices([3, 3, 3, 3, 3, 3])
+
+    def private_of():
+        model = torch.nn.Conv2d(1, 1, 1)
+        config = DPSGDConfig(enabled=True, patients_per_step=3, noise_seed=7)
+        return PatientDPSGD(model, torch.optim.SGD(model.parameters(), lr=0.1), data.patients, config, "cpu")
+
+    first = private_of()
+    draws = [first.sample().tolist() for _ in range(10)]
+    earlier = [(first.config.noise_multiplier, first.sample_rate, 40)]  # a first job's 40 steps
+    later = private_of()
+    later.continue_after(earlier)
+    assert later.epsilon() == pytest.approx(epsilon_of("rdp", earlier, first.config.delta))
+    assert later.epsilon(10) > later.epsilon() > 0
+    continued = [later.sample().tolist() for _ in range(10)]
+    assert continued != draws  # the same noise_seed, a new stream
+    again = private_of()
+    again.continue_after(earlier)
+    assert [again.sample().tolist() for _ in range(10)] == continued  # still reproducible
+    with pytest.raises(RuntimeError, match="already holds steps"):
+        later.continue_after(earlier)

@@ -12,12 +12,14 @@ import pytest
 import torch
 from fedgin.flare.cpu_turns import CPU_TURNS_ENV
 from fedgin.flare.metrics import TB_FOLDER
+from fedgin.flare.privacy.filters import privacy_filter_config
 from fedgin.tools.admin import AdminError
 from fedgin.tools.cpu_sharing import client_thread_env
+from fedgin.tools.files import write_json
 from fedgin.tools.he import encrypted_layers
 from fedgin.tools.jobs import CLIENT_CONFIG, build_job
 from fedgin.tools.phantoms import generate_phantom_dataset
-from fedgin.tools.poc import PocError, PocWorkspace, processes, run_poc, stop
+from fedgin.tools.poc import PocError, PocWorkspace, download, follow, prepare, processes, run_poc, start, stop, submit
 from fedgin.tools.progress import read_tb_scalars
 from helpers import ABDOMEN, REPO, TINY_TRAINING, port_free
 
@@ -132,3 +134,53 @@ def test_stop_leaves_a_users_own_processes_on_the_poc_folder_alone(tmp_path):
         for p in (tail, flare):
             p.kill()
             p.wait()
+
+
+@pytest.mark.poc
+def test_a_sites_privacy_budget_holds_across_jobs(tmp_path):
+    """Two jobs in a row on one POC system, the sites' own privacy policy holding a Gaussian filter
+    with max_epsilon 8 (sigma 1: epsilon 4.73 after one release, 7.08 after two, 9.01 after three).
+    Job 1 releases one update per site, job 2 one more; then each site declines, and says why at
+    the site and at the server. Before the ledger lived in the site's local/, job 2 started at 0."""
+    if not port_free(8002):
+        pytest.skip("port 8002 (FLARE POC server) is taken on this machine")
+    sites = generate_phantom_dataset("abdomen", tmp_path / "data", seed=4, size=0.5, max_cases=1)
+    gaussian = privacy_filter_config("gaussian", noise_multiplier=1.0, clip_norm=1.0, max_epsilon=8.0)
+    policy = {"scopes": [{"name": "fedgin", "properties": {}, "task_result_filters": [gaussian]}]}
+    policy["default_scope"] = "fedgin"
+    write_json(tmp_path / "site_privacy.json", policy)
+    ws = PocWorkspace.at(tmp_path / "pocws")
+    prepare(ws, sites, privacy_policy=tmp_path / "site_privacy.json")
+    statuses, jobs = [], []
+    try:
+        start(ws)
+        for rounds in (1, 2):
+            jobs.append(submit(ws, REPO / "jobs/fedgin_abdomen", rounds, TINY_TRAINING))
+            statuses.append(follow(ws, jobs[-1], echo=None, timeout=300).get("status"))
+        downloaded = download(ws, jobs[1], tmp_path / "results")  # the server's run folder goes with the job
+    finally:
+        stop(ws)
+    assert statuses[0] == "FINISHED:COMPLETED"
+    assert statuses[1] != "FINISHED:COMPLETED"  # round 2: no site may train, min_clients is not met
+    server_log = "".join(p.read_text(errors="replace") for p in downloaded.rglob("log*.txt"))
+    declined = []
+    for site in sites:
+        (ledger,) = (ws.prod / site / "local/fedgin_privacy").glob(f"{site}-*-gaussian.json")
+        record = json.loads(ledger.read_text())
+        assert [(r["job"], r["round"], r["privacy_rounds"]) for r in record["rounds"]] == [
+            (jobs[0], 1, 1),
+            (jobs[1], 1, 2),
+        ]
+        assert [round(r["epsilon"], 2) for r in record["rounds"]] == [4.73, 7.08] and record["budget_spent"]
+        site_log = (ws.prod / site / jobs[1] / "log.txt").read_text(errors="replace")
+        line = rf"{site}: round 2: privacy budget spent: epsilon 7\.077 after 2 round\(s\) in 2 job"
+        if re.search(line, site_log):
+            declined.append(site)
+    # The first site to decline round 2 ends the job (min_clients): the other may not get to say it.
+    assert declined, "no site logged its spent budget"
+    for site in declined:
+        if re.search(rf"round 2/2 {site}: privacy budget spent \(epsilon 7\.08 over its jobs\)", server_log):
+            break
+    else:
+        raise AssertionError(f"the server did not log why {declined} declined")
+    assert port_free(8002)

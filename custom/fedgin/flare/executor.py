@@ -28,31 +28,15 @@ from nvflare.app_common.app_constant import AppConstants
 
 from fedgin.flare.cpu_turns import Turn, cpu_turn, turns_lock_path
 from fedgin.flare.local_norm import LOCAL_NORM_FILE
-from fedgin.flare.metrics import TRAINING_FIGURES, round_scalars, send_scalars
+from fedgin.flare.metrics import BUDGET_SPENT, TRAINING_FIGURES, round_scalars, send_scalars
 from fedgin.flare.privacy import dp_sgd_record
-from fedgin.flare.privacy.ledger import DP_SGD_LEDGER_NAME, budget_spent, ledger_path
+from fedgin.flare.privacy.ledger import DP_SGD, GAUSSIAN, budget_spent, ledger_path, read_ledger
 from fedgin.flare.round_log import format_round
+from fedgin.flare.site_files import find_site_config
 from fedgin.flare.step_balance import TARGET_STEPS_HEADER
 from fedgin.seg.data.site_data import SiteData, load_site_data
-from fedgin.seg.site_config import SiteConfig, SiteConfigError, load_site_config
+from fedgin.seg.site_config import SiteConfig, load_site_config
 from fedgin.seg.training import TrainConfig, Trainer
-
-SITE_CONFIG_NAME = "fedgin_site.json"
-SIMULATOR_SITE_CONFIG_DIR = "fedgin_sites"  # all simulated sites share one local/ folder
-
-
-def find_site_config(local_dir: str | Path, site_name: str) -> Path:
-    """The site config in a site's ``local/`` folder.
-
-    ``local/fedgin_sites/<site>.json`` is used first (the simulator gives every site the same
-    ``local/``), then ``local/fedgin_site.json`` (a real site's own folder).
-    """
-    local_dir = Path(local_dir)
-    candidates = [local_dir / SIMULATOR_SITE_CONFIG_DIR / f"{site_name}.json", local_dir / SITE_CONFIG_NAME]
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise SiteConfigError(f"site {site_name}: no site config found; put it at {candidates[1]} (or {candidates[0]})")
 
 
 def site_seed(job_seed: int, site_name: str) -> int:
@@ -213,6 +197,7 @@ class SegmentationExecutor(Executor):
             # The privacy filter (or DP-SGD) released this site's last update within its budget. The
             # server goes on with the other sites while min_clients can still be met (poc/README.md).
             self.log_info(fl_ctx, f"[fedgin] {self.site_name}: round {current_round + 1}: {spent}; not training")
+            send_scalars(self, fl_ctx, {BUDGET_SPENT: self._epsilon_spent(fl_ctx)}, current_round + 1)
             return make_reply(ReturnCode.EARLY_TERMINATION)
         global_weights = self._received_weights(shareable)
         self.trainer.set_weights(global_weights)
@@ -261,20 +246,33 @@ class SegmentationExecutor(Executor):
 
     def _privacy_spent(self, fl_ctx: FLContext, min_steps: int) -> str | None:
         """Why this site may not train this round for privacy (its filter's or DP-SGD's budget)."""
-        spent = budget_spent(ledger_path(fl_ctx)) or budget_spent(ledger_path(fl_ctx, DP_SGD_LEDGER_NAME))
+        spent = budget_spent(ledger_path(fl_ctx, GAUSSIAN)) or budget_spent(ledger_path(fl_ctx, DP_SGD))
         if spent or not self.config.dp_sgd.enabled:
             return spent
+        first = self.trainer.private is None
         private = self.trainer.private_steps(self.data.train)
+        if first:  # this job's accountant starts where the site's earlier jobs left it
+            private.continue_after(dp_sgd_record.earlier_steps(ledger_path(fl_ctx, DP_SGD)))
         spent = dp_sgd_record.over_budget(private, self.trainer.private_round_steps(self.data.train, min_steps))
         if spent:
-            dp_sgd_record.mark_spent(ledger_path(fl_ctx, DP_SGD_LEDGER_NAME), spent)
+            dp_sgd_record.mark_spent(ledger_path(fl_ctx, DP_SGD), spent)
         return spent
+
+    @staticmethod
+    def _epsilon_spent(fl_ctx: FLContext) -> float:
+        """The largest epsilon in this site's ledgers (0 when none says; the server's line shows it)."""
+        spent = [0.0]
+        for mechanism in (GAUSSIAN, DP_SGD):
+            path = ledger_path(fl_ctx, mechanism)
+            rounds = read_ledger(path)["rounds"] if path is not None else []
+            spent += [r["epsilon"] for r in rounds[-1:] if isinstance(r.get("epsilon"), int | float)]
+        return max(spent)
 
     def _report_private_round(self, fl_ctx: FLContext, dxo: DXO, round_number: int, steps: int) -> None:
         """DP-SGD's (epsilon, delta) of this round: the site's record and log, the streamed figures, the meta."""
         private = self.trainer.private
-        path = ledger_path(fl_ctx, DP_SGD_LEDGER_NAME)
-        entry = dp_sgd_record.record_round(path, self.site_name, private, round_number, steps)
+        path = ledger_path(fl_ctx, DP_SGD)
+        entry = dp_sgd_record.record_round(path, self.site_name, private, round_number, steps, fl_ctx.get_job_id())
         epsilon, delta = entry["epsilon"], private.config.delta
         self.log_info(fl_ctx, dp_sgd_record.round_line(private, round_number, steps, epsilon))
         if entry["budget_spent"]:

@@ -62,6 +62,9 @@ def send_scalars(component: FLComponent, fl_ctx: FLContext, scalars: Mapping[str
 # Figures of the Gaussian result filter (fedgin.flare.privacy.gaussian), sent after the site's round
 # line figures (the filter runs once the executor is done): they get a privacy line of their own.
 GAUSSIAN_EPSILON, GAUSSIAN_DELTA = "privacy/epsilon", "privacy/delta"
+# Sent by a site that declines a round because its privacy budget is spent (value: the epsilon its
+# ledger holds, over all its jobs): the server's log then says why the site is gone.
+BUDGET_SPENT = "privacy/budget_spent"
 
 
 class RoundReporter(AnalyticsReceiver):
@@ -76,7 +79,8 @@ class RoundReporter(AnalyticsReceiver):
     that was NaN is not sent; the line says n/a); never for a round whose step count never came.
     Figures that arrive after their round's line join it silently (TensorBoard has them all), except
     the Gaussian filter's epsilon and delta, which get a privacy line. A DP-SGD site sends its
-    epsilon instead of its loss and seconds, and the line says so.
+    epsilon instead of its loss and seconds, and the line says so. A site whose privacy budget is
+    spent gets an error line for the round it declined.
     """
 
     LINE_FIGURES = ("val_dice/mean", "train/steps")
@@ -85,7 +89,7 @@ class RoundReporter(AnalyticsReceiver):
         super().__init__(events=events or [FED_METRICS_EVENT])
         self.num_rounds = int(num_rounds)  # the job's rounds, for "round 3/20" (set by the job build)
         self._rounds: dict[tuple[str, int], dict[str, float]] = {}
-        self._written: set[tuple[str, int, str]] = set()  # (site, round, "round" | "privacy")
+        self._written: set[tuple[str, int, str]] = set()  # (site, round, "round" | "privacy" | "spent")
 
     def initialize(self, fl_ctx: FLContext):
         self._rounds.clear()
@@ -110,6 +114,14 @@ class RoundReporter(AnalyticsReceiver):
             if final or all(tag in figures for tag in needed):
                 self._written.add((site, step, "round"))
                 self.log_info(fl_ctx, REPORT_PREFIX + self._round_line(site, step, figures), fire_event=False)
+        if (site, step, "spent") not in self._written and BUDGET_SPENT in figures:
+            self._written.add((site, step, "spent"))
+            self.log_error(
+                fl_ctx,
+                f"{REPORT_PREFIX}round {step}/{self.num_rounds} {site}: privacy budget spent (epsilon "
+                f"{figures[BUDGET_SPENT]:.3g} over its jobs): the site declines this and every later round",
+                fire_event=False,
+            )
         if (site, step, "privacy") not in self._written and GAUSSIAN_EPSILON in figures:
             if final or GAUSSIAN_DELTA in figures:
                 self._written.add((site, step, "privacy"))

@@ -36,6 +36,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from opacus import GradSampleModule
 from opacus.accountants import create_accountant
@@ -142,6 +143,19 @@ class PatientDPSGD:
         self.sampling_generator = torch.Generator().manual_seed((self.noise_seed + 1) % 2**63)
         self.device = device
         self.history: list[tuple[float, float, int]] = []  # (sigma, q, steps), Opacus's layout
+
+    def continue_after(self, history: list[tuple[float, float, int]]) -> None:
+        """Start from steps already taken on these patients (earlier jobs: the site's ledger), so
+        epsilon composes over them; the generators move on to a stream of their own (seeded by the
+        noise seed and the steps so far), so a fixed ``noise_seed`` never repeats earlier noise."""
+        if self.history:
+            raise RuntimeError("continue_after: this accountant already holds steps (call it once, before training)")
+        self.history = [(float(s), float(q), int(n)) for s, q, n in history]
+        done = sum(n for _, _, n in self.history)
+        if done:
+            seeds = np.random.SeedSequence([self.noise_seed, done]).generate_state(2, dtype=np.uint64)
+            self.noise_generator.manual_seed(int(seeds[0]) % 2**63)
+            self.sampling_generator.manual_seed(int(seeds[1]) % 2**63)
 
     # -- accounting --------------------------------------------------------------------------
     def epsilon(self, extra_steps: int = 0) -> float:

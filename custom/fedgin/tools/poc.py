@@ -24,9 +24,9 @@ from pathlib import Path
 
 import psutil
 
-from fedgin.flare.executor import SITE_CONFIG_NAME
 from fedgin.flare.metrics import REPORT_PREFIX
 from fedgin.flare.round_log import parse_round
+from fedgin.flare.site_files import SITE_CONFIG_NAME
 from fedgin.seg.evaluation import evaluate_model
 from fedgin.seg.site_config import load_site_config, with_absolute_paths
 from fedgin.tools import admin

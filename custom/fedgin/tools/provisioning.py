@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fedgin.flare.executor import SITE_CONFIG_NAME
+from fedgin.flare.site_files import SITE_CONFIG_NAME
 from fedgin.seg.site_config import with_absolute_paths
 from fedgin.tools.admin import session
 from fedgin.tools.files import checkout_file, write_json

@@ -29,9 +29,10 @@ from pathlib import Path
 
 import psutil
 
-from fedgin.flare.executor import SIMULATOR_SITE_CONFIG_DIR
 from fedgin.flare.metrics import REPORT_PREFIX, TB_FOLDER
+from fedgin.flare.privacy.ledger import DP_SGD, GAUSSIAN, ledger_file
 from fedgin.flare.round_log import parse_round
+from fedgin.flare.site_files import SIMULATOR_SITE_CONFIG_DIR
 from fedgin.seg.evaluation import evaluate_model
 from fedgin.seg.site_config import load_site_config, with_absolute_paths
 from fedgin.tools.cpu_sharing import co_located_env
@@ -48,11 +49,9 @@ from fedgin.tools.jobs import (
 from fedgin.tools.progress import progress_from_scalars, read_tb_scalars, save_progress
 
 SIM_JOB_DIR = Path("server/simulate_job")
-# In each site's folder (fedgin.flare.privacy.ledger): the filter's record and DP-SGD's.
-SITE_PRIVACY_RECORDS = {
-    "privacy": Path("simulate_job/privacy.json"),
-    "privacy_dp_sgd": Path("simulate_job/privacy_dp_sgd.json"),
-}
+# The simulated sites' ledgers (fedgin.flare.privacy.ledger, in their shared local/): the filter's
+# record and DP-SGD's, copied into the results as privacy_<site>.json and privacy_dp_sgd_<site>.json.
+SITE_PRIVACY_RECORDS = {"privacy": GAUSSIAN, "privacy_dp_sgd": DP_SGD}
 GLOBAL_MODEL = SIM_JOB_DIR / "app_server/FL_global_model.pt"
 CROSS_SITE = SIM_JOB_DIR / "cross_site_val/cross_val_results.json"
 # Lines of FLARE's log worth showing a person while a job runs.
@@ -92,12 +91,18 @@ class SimulationResult:
 
 
 def _copy_privacy_records(sim_ws: Path, sites: Mapping[str, str | Path], results: Path) -> None:
-    """Each site's privacy ledgers (epsilon per round) into the job's results, also after an abort."""
+    """Each site's privacy ledgers (epsilon per round) into the job's results, also after an abort,
+    and into the workspace's shared ``local/``: FLARE recreates the simulated sites' folders on every
+    run and copies that ``local/`` into each, so a later run (a resume) continues their budgets."""
     for name in sites:
         for prefix, record in SITE_PRIVACY_RECORDS.items():
             (results / f"{prefix}_{name}.json").unlink(missing_ok=True)  # none from an earlier run
-            if (sim_ws / name / record).is_file():
-                shutil.copy2(sim_ws / name / record, results / f"{prefix}_{name}.json")
+            ledger = ledger_file(sim_ws / name / "local", name, record)
+            if ledger.is_file():
+                shutil.copy2(ledger, results / f"{prefix}_{name}.json")
+                kept = sim_ws / "local" / ledger.relative_to(sim_ws / name / "local")
+                kept.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ledger, kept)
 
 
 def install_site_configs(sim_workspace: Path, sites: Mapping[str, str | Path]) -> None:

@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+from fedgin.flare.privacy.accounting import composed_epsilon
 from fedgin.flare.privacy.gaussian import GaussianPrivacy, PrivacyBudgetExceeded, clip_and_noise
 from fedgin.flare.privacy.ledger import budget_spent
 from fedgin.flare.update_norm import update_norm
@@ -35,11 +36,16 @@ class _Engine:
         self.events.append((event_type, from_shareable(fl_ctx.get_prop(FLContextKey.EVENT_DATA))))
 
 
-def site_context(tmp_path, site="site-ct") -> FLContext:
+def ledger_of(root, site="site-ct"):
+    """The site's Gaussian ledger in its workspace's local/ (no site config there: keyed by the site)."""
+    return root / site / "local/fedgin_privacy" / f"{site}-gaussian.json"
+
+
+def site_context(tmp_path, site="site-ct", job=JOB) -> FLContext:
     fl_ctx = FLContext()
     fl_ctx.set_prop(ReservedKey.ENGINE, _Engine(tmp_path / site, site), private=True, sticky=False)
     fl_ctx.set_prop(ReservedKey.IDENTITY_NAME, site, private=False, sticky=False)
-    fl_ctx.set_prop(ReservedKey.RUN_NUM, JOB, private=False, sticky=False)
+    fl_ctx.set_prop(ReservedKey.RUN_NUM, job, private=False, sticky=False)
     return fl_ctx
 
 
@@ -91,19 +97,71 @@ def test_noise_std_matches_sigma_times_clip_norm():
     assert noise.std() == pytest.approx(sigma * clip, rel=0.01)
 
 
-def test_same_seed_round_and_site_give_the_same_output_and_others_differ(tmp_path):
+def test_same_seed_release_and_site_give_the_same_output_and_others_differ(tmp_path):
     arrays = update(norm=10.0)
     flt = GaussianPrivacy(noise_multiplier=1.0, clip_norm=1.0, seed=7)
     first = run_filter(flt, arrays, site_context(tmp_path / "a"), current_round=3)
     again = run_filter(GaussianPrivacy(1.0, 1.0, seed=7), arrays, site_context(tmp_path / "b"), current_round=3)
     assert np.array_equal(flat(first.data), flat(again.data))
 
-    next_round = run_filter(GaussianPrivacy(1.0, 1.0, seed=7), arrays, site_context(tmp_path / "c"), current_round=4)
+    # The noise follows the site's release count, not the job's round: a second job's round 4 (the
+    # site's second release) never repeats the first job's.
+    later_job = site_context(tmp_path / "a", job="job-2")
+    next_release = run_filter(GaussianPrivacy(1.0, 1.0, seed=7), arrays, later_job, current_round=3)
     other_site = run_filter(GaussianPrivacy(1.0, 1.0, seed=7), arrays, site_context(tmp_path / "d", "site-mri"), 3)
     other_seed = run_filter(GaussianPrivacy(1.0, 1.0, seed=8), arrays, site_context(tmp_path / "e"), current_round=3)
-    for other in (next_round, other_site, other_seed):
+    for other in (next_release, other_site, other_seed):
         # Independent noise: the difference has std sqrt(2) * sigma * C, nowhere near 0.
         assert np.std(flat(first.data) - flat(other.data)) > 1.0
+
+
+def test_the_budget_is_the_sites_over_jobs_and_sigmas(tmp_path):
+    """Two jobs in the site's workspace: the second starts from the first's spend (sigma 1 then 2,
+    composed by one RDP accountant), and a budget set in either refuses what the lifetime exceeds."""
+    first = site_context(tmp_path, job="job-1")
+    run_filter(GaussianPrivacy(1.0, 1.0), update(), first, 0)
+    second = site_context(tmp_path, job="job-2")
+    out = run_filter(GaussianPrivacy(2.0, 1.0), update(), second, 0)
+    assert out.get_meta_prop("privacy_rounds") == 2
+    assert out.get_meta_prop("epsilon") == pytest.approx(composed_epsilon([1.0, 2.0]))
+    assert composed_epsilon([2.0]) < out.get_meta_prop("epsilon")  # not the new job's alone
+    ledger = json.loads(ledger_of(tmp_path).read_text())
+    assert [(r["job"], r["round"], r["noise_multiplier"]) for r in ledger["rounds"]] == [
+        ("job-1", 1, 1.0),
+        ("job-2", 1, 2.0),
+    ]
+    # A third job whose budget allows exactly one more release: it goes out, then the ledger says
+    # spent, and a further update is refused at the filter.
+    third = site_context(tmp_path, job="job-3")
+    spent_before = composed_epsilon([1.0, 2.0, 1.0])
+    flt = GaussianPrivacy(1.0, 1.0, max_epsilon=spent_before + 0.01)
+    run_filter(flt, update(), third, 0)
+    assert "privacy budget spent" in budget_spent(ledger_of(tmp_path)) and "in 3 job(s)" in budget_spent(
+        ledger_of(tmp_path)
+    )
+    with pytest.raises(PrivacyBudgetExceeded, match="ledger .*site-ct-gaussian.json"):
+        flt.process_dxo(DXO(DataKind.WEIGHT_DIFF, update()), diff_shareable(update(), 1), third)
+
+
+def test_each_dataset_of_a_site_has_its_own_ledger(tmp_path):
+    from fedgin.flare.privacy.ledger import ledger_file
+
+    local = tmp_path / "local"
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("a", "b"):
+        (data / f"{name}.nii.gz").write_bytes(b"")
+    site = {"modality": "CT", "data_root": str(data), "datalist": "list.json", "labels": {"liver": 1}}
+    (local / "fedgin_sites").mkdir(parents=True)
+    (local / "fedgin_sites/site-ct.json").write_text(json.dumps(site))
+    cases = {"training": [{"image": "a.nii.gz", "label": "a.nii.gz"}]}
+    (data / "list.json").write_text(json.dumps(cases))
+    one = ledger_file(local, "site-ct", "gaussian")
+    assert one == ledger_file(local, "site-ct", "gaussian") and one.name.startswith("site-ct-")
+    cases["training"].append({"image": "b.nii.gz", "label": "b.nii.gz"})
+    (data / "list.json").write_text(json.dumps(cases))
+    assert ledger_file(local, "site-ct", "gaussian") != one  # other patients: another ledger
+    assert ledger_file(local, "site-ct", "dp_sgd") != ledger_file(local, "site-ct", "gaussian")
 
 
 def test_without_a_seed_the_noise_seed_is_a_secret_of_the_site(tmp_path):
@@ -114,7 +172,7 @@ def test_without_a_seed_the_noise_seed_is_a_secret_of_the_site(tmp_path):
     for name in ("a", "b"):
         ctx = site_context(tmp_path / name)
         outputs.append(flat(run_filter(GaussianPrivacy(1.0, 1.0), arrays, ctx, current_round=3).data))
-        ledger = tmp_path / name / "site-ct" / JOB / "privacy.json"
+        ledger = ledger_of(tmp_path / name)
         seeds.append(json.loads(ledger.read_text())["noise_seed"])
     assert seeds[0] != seeds[1] and np.std(outputs[0] - outputs[1]) > 1.0
 
@@ -153,7 +211,7 @@ def test_meta_log_and_ledger_per_round(tmp_path):
         epsilons.append(out.get_meta_prop("epsilon"))
     assert epsilons == sorted(epsilons) and len(set(epsilons)) == 3
     assert logged[1] == f"[fedgin] privacy: round 2 sigma 1 clip 1 epsilon {epsilons[1]:.4g} delta 1e-06"
-    ledger = json.loads((tmp_path / "site-ct" / JOB / "privacy.json").read_text())
+    ledger = json.loads(ledger_of(tmp_path).read_text())
     assert [r["epsilon"] for r in ledger["rounds"]] == epsilons
     assert [r["round"] for r in ledger["rounds"]] == [1, 2, 3]
     assert ledger["rounds"][0]["update_norm"] == pytest.approx(5.0, rel=1e-5)
@@ -167,7 +225,7 @@ def test_meta_log_and_ledger_per_round(tmp_path):
 def test_sigma_zero_reports_no_guarantee(tmp_path):
     out = run_filter(GaussianPrivacy(noise_multiplier=0.0, clip_norm=1.0), update(), site_context(tmp_path))
     assert out.get_meta_prop("epsilon") == math.inf
-    ledger = json.loads((tmp_path / "site-ct" / JOB / "privacy.json").read_text())
+    ledger = json.loads(ledger_of(tmp_path).read_text())
     assert ledger["rounds"][0]["epsilon"] is None
 
 
@@ -175,7 +233,7 @@ def test_budget_stop(tmp_path):
     # sigma 1, delta 1e-5: epsilon 4.73 after 1 round, 7.08 after 2, 9.01 after 3.
     fl_ctx = site_context(tmp_path)
     flt = GaussianPrivacy(noise_multiplier=1.0, clip_norm=1.0, max_epsilon=8.0)
-    ledger = tmp_path / "site-ct" / JOB / "privacy.json"
+    ledger = ledger_of(tmp_path)
     run_filter(flt, update(), fl_ctx, 0)
     assert budget_spent(ledger) is None
     run_filter(flt, update(), fl_ctx, 1)
@@ -192,7 +250,7 @@ def test_budget_stop(tmp_path):
 def test_failed_results_are_not_touched(tmp_path):
     reply = make_reply(ReturnCode.EARLY_TERMINATION)
     assert GaussianPrivacy(1.0, 1.0).process(reply, site_context(tmp_path)) is reply
-    assert not (tmp_path / "site-ct" / JOB / "privacy.json").exists()
+    assert not ledger_of(tmp_path).exists()
 
 
 def test_executor_stops_training_once_the_budget_is_spent(tmp_path):
@@ -202,7 +260,7 @@ def test_executor_stops_training_once_the_budget_is_spent(tmp_path):
 
     fl_ctx = site_context(tmp_path)
     write_ledger(
-        tmp_path / "site-ct" / JOB / "privacy.json",
+        ledger_of(tmp_path),
         {"budget_spent": True, "max_epsilon": 8.0, "delta": 1e-5, "rounds": [{"privacy_rounds": 2, "epsilon": 7.08}]},
     )
     executor = SegmentationExecutor(organs=["liver"])  # no data: it must stop before it would train
@@ -213,3 +271,6 @@ def test_executor_stops_training_once_the_budget_is_spent(tmp_path):
     reply = executor.execute("train", task, fl_ctx, Signal())
     assert reply.get_return_code() == ReturnCode.EARLY_TERMINATION
     assert "round 3: privacy budget spent: epsilon 7.08 after 2 round(s)" in logged[0]
+    # ... and the server learns why: one figure, the epsilon spent (fedgin.flare.metrics.BUDGET_SPENT).
+    sent = [dxo.data for _, dxo in fl_ctx.get_engine().events]
+    assert [(d["track_key"], d["track_value"]) for d in sent] == [("privacy/budget_spent", 7.08)]

@@ -72,6 +72,24 @@ def test_gaussian_filter_and_dp_sgd_in_the_flare_simulator(tmp_path):
     state = torch.load(stopped.value.global_model, map_location="cpu", weights_only=False)
     weights = state["model"] if "model" in state else state
     assert all(torch.isfinite(v).all() for v in weights.values())
+    # A later run in the same workspace (as a resume is) starts from the sites' ledgers: their
+    # budgets are spent, so round 1 is declined at once and nothing more is released.
+    with pytest.raises(SimulationError, match="EARLY_TERMINATION"):
+        simulate(
+            REPO / "jobs/fedgin_abdomen",
+            sites,
+            workspace,
+            num_rounds=1,
+            executor_overrides={**TINY_TRAINING, "dp_sgd": DP_SGD},
+            evaluate_split=None,
+            echo=None,
+            timeout_s=300,
+            privacy=PRIVACY,
+        )
+    logs = [(workspace / f"simulate/{site}/log.txt").read_text() for site in sites]
+    assert any("round 1: privacy budget spent" in log and "in 1 job(s)" in log for log in logs)
+    for site in sites:
+        assert len(json.loads((workspace / f"results/privacy_{site}.json").read_text())["rounds"]) == 2
 
 
 def _check_dp_sgd(workspace, site: str, site_log: str, datalist) -> None:

@@ -39,13 +39,24 @@ def gaussian_epsilon(noise_multiplier: float, rounds: int, delta: float = DEFAUL
         raise ValueError(
             f"need noise_multiplier >= 0, rounds >= 0, 0 < delta < 1; got {noise_multiplier}, {rounds}, {delta}"
         )
-    if rounds == 0:
+    return composed_epsilon([float(noise_multiplier)] * int(rounds), delta)
+
+
+def composed_epsilon(noise_multipliers: list[float], delta: float = DEFAULT_DELTA) -> float:
+    """Epsilon after one release per entry of ``noise_multipliers`` (sampling rate 1), composed by
+    the same RDP accountant: releases of different jobs with different sigmas add up.
+
+    Returns 0 for no release, ``math.inf`` when any sigma is 0.
+    """
+    if not 0 < delta < 1 or any(s < 0 for s in noise_multipliers):
+        raise ValueError(f"need sigmas >= 0 and 0 < delta < 1; got {noise_multipliers}, {delta}")
+    if not noise_multipliers:
         return 0.0
-    if noise_multiplier == 0:
+    if any(s == 0 for s in noise_multipliers):
         return math.inf
     accountant = RDPAccountant()
-    for _ in range(rounds):  # step() merges identical steps into one history entry
-        accountant.step(noise_multiplier=float(noise_multiplier), sample_rate=1.0)
+    for sigma in noise_multipliers:  # step() merges identical consecutive steps into one entry
+        accountant.step(noise_multiplier=float(sigma), sample_rate=1.0)
     with warnings.catch_warnings():
         # Opacus warns when the best order is at the grid's edge; the bound is still valid.
         warnings.simplefilter("ignore", UserWarning)

@@ -1,12 +1,14 @@
 """The site's DP-SGD record and its per-round report (fedgin.seg.dp_sgd does the training).
 
-After each private round the executor writes ``privacy_dp_sgd.json`` in the site's run folder (the
-layout of :mod:`fedgin.flare.privacy.ledger`, plus the sampling rate, the round's steps and the
-secret noise seed, which is why the file never leaves the site), logs
+After each private round the executor appends to the site's DP-SGD ledger in its ``local/`` folder
+(:mod:`fedgin.flare.privacy.ledger`: over all its jobs, plus the sampling rate, each round's steps
+and the secret noise seed, which is why the file never leaves the site), logs
 ``[fedgin] privacy: round r DP-SGD sigma s clip C q q steps n epsilon e delta d per patient``,
 streams ``privacy/dp_sgd_epsilon`` and ``privacy/dp_sgd_delta`` and puts the same two figures in the
 update's DXO meta. Before a round it checks the budget: a round that would take epsilon past
 ``max_epsilon`` is not trained (the executor answers EARLY_TERMINATION, as for the Gaussian filter).
+A new job starts its accountant from the ledger's steps (:func:`earlier_steps`): epsilon per patient
+is the site's lifetime figure.
 """
 
 from __future__ import annotations
@@ -37,7 +39,22 @@ def over_budget(private: PatientDPSGD, steps: int) -> str | None:
     )
 
 
-def record_round(path: Path | None, site: str, private: PatientDPSGD, round_number: int, steps: int) -> dict:
+def earlier_steps(path: Path | None) -> list[tuple[float, float, int]]:
+    """The (sigma, q, steps) of every round in the ledger (earlier jobs), Opacus's history layout."""
+    if path is None:
+        return []
+    ledger = read_ledger(path)
+    sigma, q = ledger.get("noise_multiplier"), ledger.get("sample_rate")
+    return [
+        (r.get("noise_multiplier", sigma), r.get("sample_rate", q), r["steps"])
+        for r in ledger["rounds"]
+        if r.get("steps")
+    ]
+
+
+def record_round(
+    path: Path | None, site: str, private: PatientDPSGD, round_number: int, steps: int, job: str | None = None
+) -> dict:
     """Append a trained round to the site's record; returns the round's entry (epsilon, steps, ...).
 
     ``budget_spent`` is set when another round of as many steps would exceed ``max_epsilon``.
@@ -45,8 +62,11 @@ def record_round(path: Path | None, site: str, private: PatientDPSGD, round_numb
     config = private.config
     epsilon = private.epsilon()
     entry = {
+        "job": job,
         "round": round_number,
         "steps": steps,
+        "noise_multiplier": config.noise_multiplier,
+        "sample_rate": private.sample_rate,
         "epsilon": json_epsilon(epsilon),
         "privacy_rounds": 0,
     }

@@ -24,8 +24,8 @@ from nvflare.apis.shareable import Shareable
 from nvflare.app_common.app_constant import AppConstants
 
 from fedgin.flare.metrics import send_scalars
-from fedgin.flare.privacy.accounting import DEFAULT_DELTA, gaussian_epsilon
-from fedgin.flare.privacy.ledger import json_epsilon, ledger_path, read_ledger, write_ledger
+from fedgin.flare.privacy.accounting import DEFAULT_DELTA, composed_epsilon, gaussian_epsilon
+from fedgin.flare.privacy.ledger import GAUSSIAN, json_epsilon, ledger_path, read_ledger, write_ledger
 from fedgin.flare.update_norm import update_norm
 
 # DXO meta keys the server sees (aggregate numbers only).
@@ -72,27 +72,30 @@ def clip_and_noise(
     return out, norm
 
 
-def noise_generator(seed: int, site: str, current_round: int) -> np.random.Generator:
-    """A generator that differs per site and per round, and is the same for the same three values."""
-    return np.random.default_rng(np.random.SeedSequence([int(seed), zlib.crc32(site.encode()), int(current_round)]))
+def noise_generator(seed: int, site: str, release: int) -> np.random.Generator:
+    """A generator that differs per site and per release (the site's n-th update over all its jobs,
+    so a second job's round 1 never repeats the first job's noise), the same for the same three values."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), zlib.crc32(site.encode()), int(release)]))
 
 
 class GaussianPrivacy(DXOFilter):
     """Clip each outgoing weight diff to L2 norm ``clip_norm`` and add Gaussian noise.
 
     Per round it logs ``[fedgin] privacy: round r sigma s clip C epsilon e delta d`` (r 1-based, as
-    in the progress lines), appends the round to ``privacy.json`` in the site's run folder and puts
-    ``epsilon``, ``delta`` and ``privacy_rounds`` into the DXO meta for the server.
+    in the progress lines), appends the round to the site's ledger (in its ``local/`` folder, over
+    all its jobs: :mod:`fedgin.flare.privacy.ledger`) and puts ``epsilon``, ``delta`` and
+    ``privacy_rounds`` into the DXO meta for the server. Epsilon is the site's lifetime spend: every
+    release of earlier jobs on the same dataset composed with this one (RDP, each with its sigma).
 
     Args:
         noise_multiplier: sigma, noise std relative to ``clip_norm`` (0: clipping only, no guarantee).
         clip_norm: C, the L2 norm of the whole update after clipping.
-        seed: with the site name and the round, seeds the noise (fresh noise every round and
-            site). None (the default) draws a secret seed from the operating system, kept in the
-            site's ``privacy.json`` only: a seed written in the job is known to the server, which
+        seed: with the site name and the release's number, seeds the noise (fresh noise every
+            release and site). None (the default) draws a secret seed from the operating system, kept
+            in the site's ledger only: a seed written in the job is known to the server, which
             could then regenerate the noise and subtract it, so a fixed seed is for research runs.
         delta: the delta of the reported (epsilon, delta).
-        max_epsilon: the site's budget. When one more round would exceed it, the ledger says
+        max_epsilon: the site's lifetime budget. When one more round would exceed it, the ledger says
             ``budget_spent`` and the executor stops training (its train task then fails with
             EARLY_TERMINATION); an update that would exceed it is refused here as well.
         data_kinds: only ``["WEIGHT_DIFF"]`` (the default). Full weights are refused: clipping a
@@ -140,25 +143,29 @@ class GaussianPrivacy(DXOFilter):
 
     def process_dxo(self, dxo: DXO, shareable: Shareable, fl_ctx: FLContext) -> DXO:
         site = fl_ctx.get_identity_name()
-        path = ledger_path(fl_ctx)
+        path = ledger_path(fl_ctx, GAUSSIAN)
         if path is None:
-            raise RuntimeError("GaussianPrivacy keeps its record in the job's run folder: the context has no job")
+            raise RuntimeError("GaussianPrivacy keeps its record in the site's workspace: the context has no engine")
         ledger = read_ledger(path)
-        released = len(ledger["rounds"]) + 1
-        epsilon = self.epsilon(released)
+        # Each earlier release with its own sigma (an entry without one is from the ledger's sigma).
+        sigmas = [float(r.get("noise_multiplier", ledger.get("noise_multiplier", 0.0))) for r in ledger["rounds"]]
+        released = len(sigmas) + 1
+        epsilon = composed_epsilon([*sigmas, self.noise_multiplier], self.delta)
         if self.max_epsilon is not None and epsilon > self.max_epsilon:
             # Normally the executor stopped before training; refusing here keeps the promise anyway.
             raise PrivacyBudgetExceeded(
-                f"{site}: update {released} would reach epsilon {epsilon:.3g} > max_epsilon {self.max_epsilon}"
+                f"{site}: update {released} would reach epsilon {epsilon:.3g} > max_epsilon {self.max_epsilon} "
+                f"(ledger {path})"
             )
         current_round = shareable.get_header(AppConstants.CURRENT_ROUND, None)
         if current_round is None:
             current_round = fl_ctx.get_prop(AppConstants.CURRENT_ROUND, released - 1)
 
-        rng = noise_generator(ledger.get("noise_seed", self._noise_seed), site, current_round)
+        rng = noise_generator(ledger.get("noise_seed", self._noise_seed), site, released)
         dxo.data, norm = clip_and_noise(dxo.data, self.clip_norm, self.noise_multiplier, rng)
 
-        spent = self.max_epsilon is not None and self.epsilon(released + 1) > self.max_epsilon
+        after_next = composed_epsilon([*sigmas, self.noise_multiplier, self.noise_multiplier], self.delta)
+        spent = self.max_epsilon is not None and after_next > self.max_epsilon
         ledger.update(
             site=site,
             mechanism="gaussian",
@@ -172,8 +179,10 @@ class GaussianPrivacy(DXOFilter):
         )
         ledger["rounds"].append(
             {
+                "job": fl_ctx.get_job_id(),
                 "round": current_round + 1,
                 "privacy_rounds": released,
+                "noise_multiplier": self.noise_multiplier,
                 "epsilon": json_epsilon(epsilon),
                 "update_norm": norm,
             }
