@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from fedgin.seg.data.site_data import TrainSamples
@@ -254,3 +255,29 @@ def test_a_later_job_continues_the_accountant_and_never_repeats_its_noise():
     assert [again.sample().tolist() for _ in range(10)] == continued  # still reproducible
     with pytest.raises(RuntimeError, match="already holds steps"):
         later.continue_after(earlier)
+
+
+def test_secure_mode_noise_has_the_stated_std_and_ignores_the_seed():
+    data = _slices([2, 2, 2, 2])
+    sigma, clip = 2.0, 0.5
+    runs = []
+    for _ in range(2):
+        model = torch.nn.Conv2d(1, 1, 3)
+        config = DPSGDConfig(
+            enabled=True,
+            noise_multiplier=sigma,
+            max_grad_norm=clip,
+            patients_per_step=2,
+            noise_seed=3,
+            secure_mode=True,
+        )
+        private = PatientDPSGD(model, torch.optim.SGD(model.parameters(), lr=0.0), data.patients, config, "cpu")
+        noise = []
+        for _ in range(300):
+            private.step(torch.zeros(0, dtype=torch.long), lambda i: None)  # an empty step: noise only
+            noise.append(torch.cat([p.grad.flatten() for p in private.params]) * 2)  # times q N = 2
+        runs.append(torch.cat(noise))
+        joined = [len(private.sample()) for _ in range(400)]  # 4 patients at q = 0.5, 2 slices each
+        assert np.mean(joined) == pytest.approx(2 * 2, abs=0.3)
+    assert runs[0].std().item() == pytest.approx(sigma * clip, rel=0.05)
+    assert not torch.equal(runs[0], runs[1])  # the same noise_seed, different noise: not a PRNG's

@@ -26,6 +26,8 @@ secret at the site: whoever knows it can regenerate the noise, and whoever knows
 joined a step loses the amplification by subsampling the accountant counts on. (The job's ``seed``,
 which the server knows, seeds only the GIN draws.) None (the default) draws it from the operating
 system's entropy; the site's privacy record keeps it so the site (only) can reproduce a run.
+A seeded PRNG is not a cryptographic generator: for a real deployment set ``secure_mode`` (noise
+and sampling from the operating system's CSPRNG, :mod:`fedgin.seg.secure_random`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ import numpy as np
 import torch
 from opacus import GradSampleModule
 from opacus.accountants import create_accountant
+
+from fedgin.seg.secure_random import secure_normal, secure_uniform
 
 ACCOUNTANTS = ("rdp", "prv", "gdp")
 # Augmentations whose output for one sample depends on another sample of the batch.
@@ -61,6 +65,9 @@ class DPSGDConfig:
         max_epsilon: the site's budget: a round that would take epsilon past it is not trained.
         accountant: Opacus accountant, "rdp", "prv" or "gdp".
         noise_seed: the noise generator's seed; None draws a secret one (see the module doc).
+        secure_mode: draw the noise and the sampling from the operating system's CSPRNG
+            (:mod:`fedgin.seg.secure_random`) instead of the seeded generators: for real deployments;
+            such a run cannot be reproduced.
     """
 
     enabled: bool = False
@@ -72,6 +79,7 @@ class DPSGDConfig:
     max_epsilon: float | None = None
     accountant: str = "rdp"
     noise_seed: int | None = None
+    secure_mode: bool = False
 
     def check(self) -> None:
         """Raise a ValueError naming the option that is out of range."""
@@ -176,13 +184,22 @@ class PatientDPSGD:
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """Sample indices of one step: Poisson over patients, then up to k slices of each; from the
         secret :attr:`sampling_generator` unless ``generator`` is given (tests)."""
+        secure = self.config.secure_mode and generator is None
         generator = self.sampling_generator if generator is None else generator
-        joined = (torch.rand(self.num_patients, generator=generator) < self.sample_rate).nonzero(as_tuple=True)[0]
+        draws = (
+            torch.from_numpy(secure_uniform(self.num_patients))
+            if secure
+            else torch.rand(self.num_patients, generator=generator)
+        )
+        joined = (draws < self.sample_rate).nonzero(as_tuple=True)[0]
         chosen = []
         for p in joined.tolist():
             slices = self.slices[p]
-            order = torch.randperm(len(slices), generator=generator)[: self.config.slices_per_patient]
-            chosen.append(slices[order])
+            if secure:  # a random order: the argsort of secure uniforms
+                order = torch.from_numpy(np.argsort(secure_uniform(len(slices))))
+            else:
+                order = torch.randperm(len(slices), generator=generator)
+            chosen.append(slices[order[: self.config.slices_per_patient]])
         return torch.cat(chosen) if chosen else torch.zeros(0, dtype=torch.long)
 
     def step(self, idx: torch.Tensor, batch_loss: Callable[[torch.Tensor], torch.Tensor]) -> float:
@@ -205,7 +222,10 @@ class PatientDPSGD:
         std = self.config.noise_multiplier * self.config.max_grad_norm
         expected = self.sample_rate * self.num_patients
         for p, total in zip(self.params, summed, strict=True):
-            noise = torch.normal(0.0, std, p.shape, generator=self.noise_generator, device=self.device)
+            if self.config.secure_mode:
+                noise = torch.from_numpy(secure_normal(tuple(p.shape), std)).to(self.device)
+            else:
+                noise = torch.normal(0.0, std, p.shape, generator=self.noise_generator, device=self.device)
             p.grad = (total + noise.to(total.dtype)) / expected
             p.grad_sample = None
         self.optimizer.step()

@@ -274,3 +274,14 @@ def test_executor_stops_training_once_the_budget_is_spent(tmp_path):
     # ... and the server learns why: one figure, the epsilon spent (fedgin.flare.metrics.BUDGET_SPENT).
     sent = [dxo.data for _, dxo in fl_ctx.get_engine().events]
     assert [(d["track_key"], d["track_value"]) for d in sent] == [("privacy/budget_spent", 7.08)]
+
+
+def test_secure_noise_has_the_stated_std_and_ignores_the_seed(tmp_path):
+    zeros = {"w": np.zeros((400, 500), np.float32)}
+    outs = []
+    for name in ("a", "b"):
+        flt = GaussianPrivacy(noise_multiplier=0.8, clip_norm=1.5, seed=7, secure=True)
+        outs.append(flat(run_filter(flt, zeros, site_context(tmp_path / name)).data))
+    assert outs[0].std() == pytest.approx(0.8 * 1.5, rel=0.01)
+    assert np.std(outs[0] - outs[1]) > 1.0  # same seed, same site, same release: still fresh noise
+    assert json.loads(ledger_of(tmp_path / "a").read_text())["secure_noise"] is True

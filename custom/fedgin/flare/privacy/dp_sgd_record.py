@@ -87,6 +87,7 @@ def record_round(
         delta=config.delta,
         max_epsilon=config.max_epsilon,
         noise_seed=private.noise_seed,  # secret: whoever knows it can regenerate the noise
+        secure_mode=config.secure_mode,
         budget_spent=spent,
     )
     entry["privacy_rounds"] = len(ledger["rounds"]) + 1

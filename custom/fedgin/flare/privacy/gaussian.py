@@ -27,6 +27,7 @@ from fedgin.flare.metrics import send_scalars
 from fedgin.flare.privacy.accounting import DEFAULT_DELTA, composed_epsilon, gaussian_epsilon
 from fedgin.flare.privacy.ledger import GAUSSIAN, json_epsilon, ledger_path, read_ledger, write_ledger
 from fedgin.flare.update_norm import update_norm
+from fedgin.seg.secure_random import secure_normal
 
 # DXO meta keys the server sees (aggregate numbers only).
 META_EPSILON = "epsilon"
@@ -39,7 +40,7 @@ class PrivacyBudgetExceeded(RuntimeError):
 
 
 def clip_and_noise(
-    arrays: dict[str, np.ndarray], clip_norm: float, noise_multiplier: float, rng: np.random.Generator
+    arrays: dict[str, np.ndarray], clip_norm: float, noise_multiplier: float, rng: np.random.Generator | None
 ) -> tuple[dict[str, np.ndarray], float]:
     """The Gaussian mechanism on a whole update.
 
@@ -48,7 +49,8 @@ def clip_and_noise(
             neither clipped nor noised meaningfully, and left as is it would escape the guarantee).
         clip_norm: C, the L2 norm the whole update is clipped to.
         noise_multiplier: sigma; the noise std per coordinate is sigma * C.
-        rng: the noise generator.
+        rng: the noise generator; None: the operating system's CSPRNG (secure mode,
+            :mod:`fedgin.seg.secure_random`).
 
     Returns:
         The new arrays (same dtypes) and the update's norm before clipping.
@@ -67,7 +69,7 @@ def clip_and_noise(
         a = np.asarray(arrays[name])
         noisy = a.astype(np.float64) * scale
         if std > 0:
-            noisy += rng.normal(0.0, std, size=a.shape)
+            noisy += secure_normal(a.shape, std) if rng is None else rng.normal(0.0, std, size=a.shape)
         out[name] = noisy.astype(a.dtype)
     return out, norm
 
@@ -98,6 +100,9 @@ class GaussianPrivacy(DXOFilter):
         max_epsilon: the site's lifetime budget. When one more round would exceed it, the ledger says
             ``budget_spent`` and the executor stops training (its train task then fails with
             EARLY_TERMINATION); an update that would exceed it is refused here as well.
+        secure: draw the noise from the operating system's CSPRNG (:mod:`fedgin.seg.secure_random`)
+            instead of the seeded generator: for real deployments (``seed`` is then unused and a
+            run cannot be reproduced).
         data_kinds: only ``["WEIGHT_DIFF"]`` (the default). Full weights are refused: clipping a
             whole model to norm C would destroy it, and its noise would not be an update's.
     """
@@ -109,6 +114,7 @@ class GaussianPrivacy(DXOFilter):
         seed: int | None = None,
         delta: float = DEFAULT_DELTA,
         max_epsilon: float | None = None,
+        secure: bool = False,
         data_kinds: list[str] | None = None,
     ):
         data_kinds = list(data_kinds or [DataKind.WEIGHT_DIFF])
@@ -136,6 +142,7 @@ class GaussianPrivacy(DXOFilter):
         self._noise_seed = secrets.randbits(63) if seed is None else int(seed)
         self.delta = float(delta)
         self.max_epsilon = None if max_epsilon is None else float(max_epsilon)
+        self.secure = bool(secure)
 
     def epsilon(self, rounds: int) -> float:
         """Epsilon after ``rounds`` released updates."""
@@ -161,7 +168,7 @@ class GaussianPrivacy(DXOFilter):
         if current_round is None:
             current_round = fl_ctx.get_prop(AppConstants.CURRENT_ROUND, released - 1)
 
-        rng = noise_generator(ledger.get("noise_seed", self._noise_seed), site, released)
+        rng = None if self.secure else noise_generator(ledger.get("noise_seed", self._noise_seed), site, released)
         dxo.data, norm = clip_and_noise(dxo.data, self.clip_norm, self.noise_multiplier, rng)
 
         after_next = composed_epsilon([*sigmas, self.noise_multiplier, self.noise_multiplier], self.delta)
@@ -176,6 +183,7 @@ class GaussianPrivacy(DXOFilter):
             max_epsilon=self.max_epsilon,
             budget_spent=spent,
             noise_seed=ledger.get("noise_seed", self._noise_seed),  # secret: it regenerates the noise
+            secure_noise=self.secure,
         )
         ledger["rounds"].append(
             {
