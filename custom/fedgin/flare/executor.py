@@ -26,9 +26,10 @@ from nvflare.apis.shareable import Shareable, make_reply
 from nvflare.apis.signal import Signal
 from nvflare.app_common.app_constant import AppConstants
 
+from fedgin.flare import figure_release
 from fedgin.flare.cpu_turns import Turn, cpu_turn, turns_lock_path
 from fedgin.flare.local_norm import LOCAL_NORM_FILE
-from fedgin.flare.metrics import BUDGET_SPENT, TRAINING_FIGURES, round_scalars, send_scalars
+from fedgin.flare.metrics import BUDGET_SPENT, round_scalars
 from fedgin.flare.privacy import dp_sgd_record
 from fedgin.flare.privacy.ledger import DP_SGD, GAUSSIAN, budget_spent, ledger_path, read_ledger
 from fedgin.flare.round_log import format_round
@@ -106,7 +107,10 @@ class SegmentationExecutor(Executor):
 
     # -- setup -------------------------------------------------------------------------------
     def handle_event(self, event_type: str, fl_ctx: FLContext):
-        if event_type == EventType.START_RUN:
+        if event_type == EventType.AFTER_TASK_RESULT_FILTER:
+            # Every result filter passed: the round's figures may leave, as the policy allows.
+            figure_release.release(self, fl_ctx, dp_sgd=self.config.dp_sgd.enabled)
+        elif event_type == EventType.START_RUN:
             self.site_name = fl_ctx.get_identity_name()
             try:
                 local_dir = fl_ctx.get_engine().get_workspace().get_site_config_dir()
@@ -197,7 +201,7 @@ class SegmentationExecutor(Executor):
             # The privacy filter (or DP-SGD) released this site's last update within its budget. The
             # server goes on with the other sites while min_clients can still be met (poc/README.md).
             self.log_info(fl_ctx, f"[fedgin] {self.site_name}: round {current_round + 1}: {spent}; not training")
-            send_scalars(self, fl_ctx, {BUDGET_SPENT: self._epsilon_spent(fl_ctx)}, current_round + 1)
+            figure_release.hold(fl_ctx, {BUDGET_SPENT: self._epsilon_spent(fl_ctx)}, current_round + 1)
             return make_reply(ReturnCode.EARLY_TERMINATION)
         global_weights = self._received_weights(shareable)
         self.trainer.set_weights(global_weights)
@@ -229,15 +233,12 @@ class SegmentationExecutor(Executor):
         )
         waited = f", waited {turn.waited_s:.1f} s for a CPU turn" if turn.waited_s >= 0.05 else ""
         self.log_info(fl_ctx, f"[fedgin] {progress} ({seconds:.1f} s){waited}")
-        figures = round_scalars(initial, stats["loss"], stats["steps"], seconds)
-        if self.config.dp_sgd.enabled:  # the loss and time over the sampled patients stay here
-            figures = {tag: value for tag, value in figures.items() if tag not in TRAINING_FIGURES}
-        send_scalars(self, fl_ctx, figures, current_round + 1)
-        dxo = DXO(
-            data_kind=DataKind.WEIGHT_DIFF,
-            data=diff,
-            meta={MetaKey.NUM_STEPS_CURRENT_ROUND: stats["steps"], MetaKey.INITIAL_METRICS: initial_metrics},
-        )
+        # Held until the result filters passed, then sent as the privacy policy allows.
+        figure_release.hold(fl_ctx, round_scalars(initial, stats["loss"], stats["steps"], seconds), current_round + 1)
+        meta = {MetaKey.NUM_STEPS_CURRENT_ROUND: stats["steps"]}
+        if not self.config.dp_sgd.enabled:  # under DP-SGD the validation metrics stay here too
+            meta[MetaKey.INITIAL_METRICS] = initial_metrics
+        dxo = DXO(data_kind=DataKind.WEIGHT_DIFF, data=diff, meta=meta)
         if self.config.dp_sgd.enabled:
             self._report_private_round(fl_ctx, dxo, current_round + 1, stats["steps"])
         result = dxo.to_shareable()
@@ -278,7 +279,7 @@ class SegmentationExecutor(Executor):
         if entry["budget_spent"]:
             self.log_info(fl_ctx, f"[fedgin] privacy: {self.site_name} trained its last DP-SGD round within budget")
         figures = {dp_sgd_record.SCALAR_EPSILON: epsilon, dp_sgd_record.SCALAR_DELTA: delta}
-        send_scalars(self, fl_ctx, figures, round_number)
+        figure_release.hold(fl_ctx, figures, round_number)
         dxo.set_meta_prop(dp_sgd_record.META_EPSILON, epsilon)
         dxo.set_meta_prop(dp_sgd_record.META_DELTA, delta)
 

@@ -30,8 +30,7 @@ REPORT_PREFIX = "[fedgin] metrics: "
 
 # Streamed by a site that trains with DP-SGD (fedgin.flare.privacy.dp_sgd_record).
 DP_SGD_EPSILON = "privacy/dp_sgd_epsilon"
-# Figures of the local training itself: under DP-SGD they depend on the sampled patients outside
-# the mechanism (the loss over them, the time they took), so such a site keeps them in its own log.
+# Figures of the local training itself (a non-DP round line waits for them).
 TRAINING_FIGURES = ("train/loss", "train/seconds")
 
 
@@ -78,9 +77,9 @@ class RoundReporter(AnalyticsReceiver):
     written once, when its figures are in, or at the end of the run when one never came (a Dice
     that was NaN is not sent; the line says n/a); never for a round whose step count never came.
     Figures that arrive after their round's line join it silently (TensorBoard has them all), except
-    the Gaussian filter's epsilon and delta, which get a privacy line. A DP-SGD site sends its
-    epsilon instead of its loss and seconds, and the line says so. A site whose privacy budget is
-    spent gets an error line for the round it declined.
+    the Gaussian filter's epsilon and delta, which get a privacy line. Under DP a site sends only its
+    steps and privacy figures by default (fedgin.flare.figure_release), and the line says so. A
+    site whose privacy budget is spent gets an error line for the round it declined.
     """
 
     LINE_FIGURES = ("val_dice/mean", "train/steps")
@@ -109,8 +108,10 @@ class RoundReporter(AnalyticsReceiver):
         site, step = key
         figures = self._rounds[key]
         if (site, step, "round") not in self._written and "train/steps" in figures:
-            private = DP_SGD_EPSILON in figures
-            needed = self.LINE_FIGURES + (() if private else TRAINING_FIGURES)
+            # Under DP a site sends its steps and privacy figures, other figures only if its policy
+            # allows (fedgin.flare.figure_release): its epsilon comes last, so the line waits for it.
+            private = DP_SGD_EPSILON in figures or GAUSSIAN_EPSILON in figures
+            needed = ("train/steps",) if private else self.LINE_FIGURES + TRAINING_FIGURES
             if final or all(tag in figures for tag in needed):
                 self._written.add((site, step, "round"))
                 self.log_info(fl_ctx, REPORT_PREFIX + self._round_line(site, step, figures), fire_event=False)
@@ -134,6 +135,8 @@ class RoundReporter(AnalyticsReceiver):
         loss, steps = figures.get("train/loss", math.nan), int(figures["train/steps"])
         line = format_round(step, self.num_rounds, site, figures.get("val_dice/mean", math.nan), loss, steps)
         if DP_SGD_EPSILON in figures:
-            return f"{line} (DP-SGD, epsilon {figures[DP_SGD_EPSILON]:.2f}: loss and time stay at the site)"
+            return f"{line} (DP-SGD, epsilon {figures[DP_SGD_EPSILON]:.2f}: figures outside it stay at the site)"
+        if GAUSSIAN_EPSILON in figures and "train/seconds" not in figures:
+            return f"{line} (Gaussian DP: figures outside it stay at the site)"
         seconds = figures.get("train/seconds")
         return f"{line} ({seconds:.1f} s)" if seconds is not None else line

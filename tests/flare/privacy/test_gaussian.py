@@ -5,11 +5,13 @@ import math
 
 import numpy as np
 import pytest
+from fedgin.flare.figure_release import release
 from fedgin.flare.privacy.accounting import composed_epsilon
 from fedgin.flare.privacy.gaussian import GaussianPrivacy, PrivacyBudgetExceeded, clip_and_noise
 from fedgin.flare.privacy.ledger import budget_spent
 from fedgin.flare.update_norm import update_norm
 from nvflare.apis.dxo import DXO, DataKind, MetaKey, from_shareable
+from nvflare.apis.event_type import EventType
 from nvflare.apis.fl_constant import FLContextKey, ReservedKey, ReturnCode
 from nvflare.apis.fl_context import FLContext
 from nvflare.apis.shareable import make_reply
@@ -205,7 +207,11 @@ def test_meta_log_and_ledger_per_round(tmp_path):
     flt.log_info = lambda ctx, msg, *a, **k: logged.append(msg)
     epsilons = []
     for r in range(3):
-        out = run_filter(flt, update(norm=5.0), fl_ctx, current_round=r)
+        shareable = flt.process(diff_shareable(update(norm=5.0), r), fl_ctx)
+        assert len(fl_ctx.get_engine().events) == 2 * r  # nothing leaves before the filters passed
+        fl_ctx.set_prop(FLContextKey.TASK_RESULT, shareable, private=True, sticky=False)
+        release(flt, fl_ctx)  # what the executor does at AFTER_TASK_RESULT_FILTER
+        out = from_shareable(shareable)
         assert out.get_meta_prop("privacy_rounds") == r + 1 and out.get_meta_prop("delta") == 1e-6
         assert out.get_meta_prop(MetaKey.NUM_STEPS_CURRENT_ROUND) == 5  # other meta kept
         epsilons.append(out.get_meta_prop("epsilon"))
@@ -271,6 +277,8 @@ def test_executor_stops_training_once_the_budget_is_spent(tmp_path):
     reply = executor.execute("train", task, fl_ctx, Signal())
     assert reply.get_return_code() == ReturnCode.EARLY_TERMINATION
     assert "round 3: privacy budget spent: epsilon 7.08 after 2 round(s)" in logged[0]
+    fl_ctx.set_prop(FLContextKey.TASK_RESULT, reply, private=True, sticky=False)
+    executor.handle_event(EventType.AFTER_TASK_RESULT_FILTER, fl_ctx)  # the result filters passed
     # ... and the server learns why: one figure, the epsilon spent (fedgin.flare.metrics.BUDGET_SPENT).
     sent = [dxo.data for _, dxo in fl_ctx.get_engine().events]
     assert [(d["track_key"], d["track_value"]) for d in sent] == [("privacy/budget_spent", 7.08)]

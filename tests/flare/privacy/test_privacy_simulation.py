@@ -72,6 +72,10 @@ def test_gaussian_filter_and_dp_sgd_in_the_flare_simulator(tmp_path):
     state = torch.load(stopped.value.global_model, map_location="cpu", weights_only=False)
     weights = state["model"] if "model" in state else state
     assert all(torch.isfinite(v).all() for v in weights.values())
+    # No validation Dice reached the server, in figures or in the updates' meta (best-model selection).
+    server_log = (workspace / "simulate/server/log.txt").read_text()
+    assert not re.search(r"validation metric \S+ from client", server_log)
+    assert "metrics: round 2/3 site-ct: global model val mean Dice n/a" in server_log
     # A later run in the same workspace (as a resume is) starts from the sites' ledgers: their
     # budgets are spent, so round 1 is declined at once and nothing more is released.
     with pytest.raises(SimulationError, match="EARLY_TERMINATION"):
@@ -115,6 +119,7 @@ def _check_dp_sgd(workspace, site: str, site_log: str, datalist) -> None:
         2: pytest.approx(expected[1], rel=1e-5),
     }
     assert tags["privacy/dp_sgd_delta"] == {1: pytest.approx(1e-5), 2: pytest.approx(1e-5)}
-    # The loss and seconds over the sampled patients are outside the mechanism: they stay at the site.
-    assert "train/steps" in tags and not {"train/loss", "train/seconds"} & set(tags)
+    # Under DP the Dice, loss and seconds are outside the mechanism: only the steps and the privacy
+    # figures leave (fedgin.flare.figure_release), and the update carries no validation metrics.
+    assert {t for t in tags if not t.startswith("privacy/")} == {"train/steps"}
     assert f"privacy: {site} trained its last DP-SGD round within budget" in site_log

@@ -17,13 +17,14 @@ import secrets
 import zlib
 
 import numpy as np
-from nvflare.apis.dxo import DXO, DataKind
+from nvflare.apis.dxo import DXO, DataKind, MetaKey
 from nvflare.apis.dxo_filter import DXOFilter
 from nvflare.apis.fl_context import FLContext
 from nvflare.apis.shareable import Shareable
 from nvflare.app_common.app_constant import AppConstants
 
-from fedgin.flare.metrics import send_scalars
+from fedgin.flare.figure_release import DP_FIGURES, RELEASE_FIGURES, hold
+from fedgin.flare.metrics import GAUSSIAN_DELTA, GAUSSIAN_EPSILON
 from fedgin.flare.privacy.accounting import DEFAULT_DELTA, composed_epsilon, gaussian_epsilon
 from fedgin.flare.privacy.ledger import GAUSSIAN, json_epsilon, ledger_path, read_ledger, write_ledger
 from fedgin.flare.update_norm import update_norm
@@ -103,6 +104,10 @@ class GaussianPrivacy(DXOFilter):
         secure: draw the noise from the operating system's CSPRNG (:mod:`fedgin.seg.secure_random`)
             instead of the seeded generator: for real deployments (``seed`` is then unused and a
             run cannot be reproduced).
+        release_figures: the per-round figures (tags) that may leave the site besides the privacy
+            figures (:mod:`fedgin.flare.figure_release`); default only ``train/steps``. Name
+            ``val_dice/mean`` to also keep the validation metrics in the update's meta (best-model
+            selection); they are computed outside the mechanism.
         data_kinds: only ``["WEIGHT_DIFF"]`` (the default). Full weights are refused: clipping a
             whole model to norm C would destroy it, and its noise would not be an update's.
     """
@@ -115,6 +120,7 @@ class GaussianPrivacy(DXOFilter):
         delta: float = DEFAULT_DELTA,
         max_epsilon: float | None = None,
         secure: bool = False,
+        release_figures: list[str] | None = None,
         data_kinds: list[str] | None = None,
     ):
         data_kinds = list(data_kinds or [DataKind.WEIGHT_DIFF])
@@ -143,6 +149,7 @@ class GaussianPrivacy(DXOFilter):
         self.delta = float(delta)
         self.max_epsilon = None if max_epsilon is None else float(max_epsilon)
         self.secure = bool(secure)
+        self.release_figures = list(DP_FIGURES if release_figures is None else release_figures)
 
     def epsilon(self, rounds: int) -> float:
         """Epsilon after ``rounds`` released updates."""
@@ -206,8 +213,12 @@ class GaussianPrivacy(DXOFilter):
             self.log_info(
                 fl_ctx, f"[fedgin] privacy: {site} released its last update within max_epsilon {self.max_epsilon:g}"
             )
-        # The site's privacy spend joins its streamed figures (fedgin.flare.metrics).
-        send_scalars(self, fl_ctx, {"privacy/epsilon": epsilon, "privacy/delta": self.delta}, current_round + 1)
+        # The site's privacy spend joins its figures, sent once every result filter has passed; the
+        # others leave as this site's policy says (fedgin.flare.figure_release).
+        hold(fl_ctx, {GAUSSIAN_EPSILON: epsilon, GAUSSIAN_DELTA: self.delta}, current_round + 1)
+        fl_ctx.set_prop(RELEASE_FIGURES, list(self.release_figures), private=True, sticky=False)
+        if "val_dice/mean" not in self.release_figures:  # nor do the validation metrics in the meta
+            dxo.remove_meta_props([MetaKey.INITIAL_METRICS])
         dxo.set_meta_prop(META_EPSILON, epsilon)
         dxo.set_meta_prop(META_DELTA, self.delta)
         dxo.set_meta_prop(META_ROUNDS, released)
