@@ -372,6 +372,7 @@ def plot_transfer_curves(results: list[dict], out: Path) -> Path | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
     for ax, (site, organ) in zip(axes[0], panels, strict=True):
@@ -385,6 +386,7 @@ def plot_transfer_curves(results: list[dict], out: Path) -> Path | None:
             xs = sorted(rounds)
             ax.plot(xs, [np.mean(rounds[x]) for x in xs], marker=".", label=variant)
         ax.set(title=f"{site}: {organ} (never labelled there)", xlabel="round", ylabel="validation Dice", ylim=(0, 1))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
