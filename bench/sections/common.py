@@ -60,7 +60,7 @@ class Sizes:
     scale_rounds: int = 3
     scale_cases: tuple[int, int] = (2, 1)  # training, validation cases per scale site
     scale_phantom_size: float = 1.0
-    scale_training: dict | None = None  # None: the job's own 2D default (128 x 128)
+    scale_training: dict | None = None  # None: the shipped 2D default (TrainConfig: 192 x 192)
     infer_2d: dict = field(default_factory=dict)  # TrainConfig overrides; {}: the 2D default
     infer_3d: dict = field(default_factory=lambda: {"spatial_size": (96, 96, 96), "model": {"spatial_dims": 3}})
     infer_repeats: int = 3

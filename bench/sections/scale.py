@@ -42,7 +42,7 @@ def measure(ctx: Context) -> dict:
             }
         )
         ctx.log(f"  scale: {n} sites: {run['steady_round_s']} s per round, peak client RSS {peak} MB")
-    return {"training": ctx.sizes.scale_training or "job default (2D, 128 x 128)", "rows": rows}
+    return {"training": ctx.sizes.scale_training or "shipped default (2D, 192 x 192)", "rows": rows}
 
 
 def markdown(sec: dict) -> list[str]:

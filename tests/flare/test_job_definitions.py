@@ -63,3 +63,17 @@ def test_every_job_declares_portable_resources_flare_accepts(tmp_path):
     assert get_resource_manager_spec(meta, "site-ct") == {"num_of_gpus": 1}  # what a GPUResourceManager reserves
     with pytest.raises(ValueError, match="gpus"):
         build_job(REPO / "jobs/fedgin_abdomen", tmp_path / "bad", gpus=-1)
+
+
+@pytest.mark.parametrize("name", sorted(JOBS))
+def test_every_job_trains_with_the_dataclass_defaults(name):
+    """One source of defaults: a job's sites train exactly as TrainConfig's defaults say, apart from
+    the task's organs and GIN on or off (the jobs in jobs/ are read, so a hand edit fails here too)."""
+    from fedgin.seg.training import TrainConfig
+
+    args = executor_args(json.loads((REPO / "jobs" / name / CLIENT_CONFIG).read_text()))
+    job = TrainConfig.from_dict({k: v for k, v in args.items() if k in TrainConfig.__dataclass_fields__})
+    library = TrainConfig(organs=list(args["organs"]), augmentation=args["augmentation"])
+    as_json = lambda config: json.loads(json.dumps(config.to_dict()))  # noqa: E731 (tuples vs lists)
+    assert as_json(job) == as_json(library)
+    assert args["augmentation"] == ("gin" if JOBS[name][1] else "none")

@@ -78,3 +78,4 @@ def test_single_view_families_keep_shape_and_none_is_identity():
     for kind in ("gin", "randconv", "amplitude"):
         y = augment(kind, x, g, {})
         assert y.shape == x.shape and not torch.equal(y, x)
+

@@ -31,6 +31,7 @@ def _config(augmentation: str = "gin", lr: float = 5e-4, **dp) -> TrainConfig:
     return TrainConfig.from_dict(
         {
             "organs": ["liver"],
+            "dice_batch": True,  # asked for; DP-SGD must not use it
             "spatial_size": [16, 16],
             "model": TINY_MODEL,
             "batch_size": 4,
@@ -115,7 +116,10 @@ def test_one_patient_moves_the_sum_by_at_most_the_clip_norm():
 
 
 def test_patient_gradient_is_the_mean_of_its_slices():
-    """Unclipped (large C), the private sum equals the plain gradient of each patient's mean loss, summed."""
+    """Unclipped (large C), the private sum equals the plain gradient of each patient's mean loss, summed.
+    With the shipped batch Dice asked for too: DP-SGD scores each sample on its own (a batch-wide Dice
+    would make one patient's gradient depend on the other patients of the batch)."""
+    assert not Trainer(_config(), device="cpu").loss_fn.loss.dice.batch
     data = _slices([2, 3])
     private_sum = _noiseless_sum(data, torch.arange(5), clip=1e6)
     trainer = Trainer(_config(noise_multiplier=0.0, augmentation="none"), device="cpu")  # same init seed

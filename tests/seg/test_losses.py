@@ -85,4 +85,5 @@ def test_trainer_uses_batch_dice_when_asked():
 
     small = {"organs": ["liver"], "spatial_size": [8, 8], "model": {"channels": [4, 8], "strides": [2]}}
     assert Trainer(TrainConfig.from_dict({**small, "dice_batch": True}), "cpu").loss_fn.loss.dice.batch
-    assert not Trainer(TrainConfig.from_dict(small), "cpu").loss_fn.loss.dice.batch
+    assert not Trainer(TrainConfig.from_dict({**small, "dice_batch": False}), "cpu").loss_fn.loss.dice.batch
+    assert Trainer(TrainConfig.from_dict(small), "cpu").loss_fn.loss.dice.batch  # the shipped default

@@ -42,27 +42,36 @@ TASK_ORGANS = {
     "abdomen": ["liver", "spleen", "kidney_right", "kidney_left", "pancreas", "gallbladder"],
     "heart": ["heart"],
 }
-# The sites' training options, chosen on the real development set (README, "Results on real scans").
-TRAINING = {
-    # 192 x 192 slices: real-set CT Dice 0.773 against 0.733 at 128 x 128 (seeds 0-1, bench/results/fed_ablation).
-    "spatial_size": [192, 192],
-    "model": {"spatial_dims": 2, "channels": [16, 32, 64, 128], "strides": [2, 2, 2], "num_res_units": 2},
-    "local_epochs": 1,
-    "batch_size": 16,
-    "lr": 0.0005,
-    "weight_decay": 0.0001,
-    # Half of each epoch's slices drawn organ-first, Dice over the batch: real-set CT pancreas 0.265 /
-    # 0.141 and gallbladder 0.124 / 0.000 against 0.044 / 0.000 and 0.000 / 0.000 without, MRI
-    # spleen learnt through CT 0.250 / 0.123 against 0.137 / 0.069 (seeds 0 / 1, 20 rounds,
-    # bench/results/fed_ablation_transfer).
-    "organ_sampling": 0.5,
-    "dice_batch": True,
-    # Conditional distillation from the round's global model at a site that does not label an organ:
-    # MRI spleen learnt through CT 0.383 / 0.253, CT pancreas 0.422 / 0.315 against the row above
-    # (seeds 0 / 1; CT gallbladder 0.001 / 0.000, about 10 minutes more a 20-round run).
-    "distillation_weight": 1.0,
-    "seed": 0,
-}
+# The training options a job writes out for its sites (so a job's config shows them); their values
+# are TrainConfig's defaults, the one source (chosen on the real development set: README, "Results
+# on real scans"). Any other TrainConfig option takes its default at the site too.
+JOB_TRAINING_KEYS = (
+    "spatial_size",
+    "local_epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "organ_sampling",
+    "dice_batch",
+    "distillation_weight",
+    "seed",
+)
+JOB_MODEL_KEYS = ("spatial_dims", "channels", "strides", "num_res_units")
+
+
+def shipped_training() -> dict:
+    """The options every job names, with TrainConfig's default values (JSON types)."""
+    defaults = TrainConfig(organs=["_"]).to_dict()
+    options = {key: _json(defaults[key]) for key in JOB_TRAINING_KEYS}
+    model = {key: _json(defaults["model"][key]) for key in JOB_MODEL_KEYS}
+    return {"spatial_size": options.pop("spatial_size"), "model": model, **options}
+
+
+def _json(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+TRAINING = shipped_training()
 NUM_ROUNDS = 30
 # What a site's launcher reserves for the job (FLARE 2.9's portable fields, for every site): no GPU
 # is required (a site trains on its GPU when it has one; `build-job --gpus 1` makes the sites'

@@ -73,7 +73,7 @@ def test_trainer_epochs_follow_organ_sampling():
         "batch_size": 4,
         "model": {"channels": [4, 8], "strides": [2], "num_res_units": 0},
     }
-    plain = Trainer(TrainConfig.from_dict(config), "cpu")
+    plain = Trainer(TrainConfig.from_dict({**config, "organ_sampling": 0.0}), "cpu")
     balanced = Trainer(TrainConfig.from_dict({**config, "organ_sampling": 0.5}), "cpu")
     assert plain._sampling_weights(data) is None
     w = balanced._sampling_weights(data)
