@@ -79,3 +79,19 @@ def test_single_view_families_keep_shape_and_none_is_identity():
         y = augment(kind, x, g, {})
         assert y.shape == x.shape and not torch.equal(y, x)
 
+
+def test_gin_ipa_with_one_view_trains_on_the_blend_alone_without_consistency(monkeypatch):
+    """n_views=1: one blended view a sample (the model sees the batch once) and the consistency
+    weight changes nothing, since there is no second view to agree with."""
+    seen = []
+    one = {**TINY, "augmentation": "gin_ipa", "augmentation_options": {"n_views": 1}}
+    trainer = Trainer(TrainConfig.from_dict(one), device="cpu")
+    forward = trainer.model.forward
+    monkeypatch.setattr(trainer.model, "forward", lambda x: seen.append(x.shape[0]) or forward(x))
+    trainer.train_epochs(_data(4), epochs=1)
+    assert seen == [4]
+    losses = [
+        Trainer(TrainConfig.from_dict({**one, "consistency_weight": w}), "cpu").train_epochs(_data(4), epochs=1)["loss"]
+        for w in (0.0, 100.0)
+    ]
+    assert losses[0] == losses[1]

@@ -439,6 +439,8 @@ class Trainer:
         repeat = (n_views,) + (1,) * (y.ndim - 1)
         y, labelled = y.repeat(repeat), labelled.repeat(n_views, 1)
         segmentation = self.loss_fn(logits, y, labelled) + self._distilled(views, logits, y, labelled)
+        if n_views == 1:  # one blended view (GIN-IPA's augmentation at GIN's cost): nothing to agree with
+            return segmentation
         return segmentation + self.config.consistency_weight * ipa_consistency_loss(*logits.chunk(n_views))
 
     def _distilled(self, x: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, labelled: torch.Tensor):
