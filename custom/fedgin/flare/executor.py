@@ -7,7 +7,6 @@ site; the site config (data paths, label ids) is read from the site's own ``loca
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 import time
 import zlib
@@ -27,6 +26,7 @@ from nvflare.apis.signal import Signal
 from nvflare.app_common.app_constant import AppConstants
 
 from fedgin.flare import figure_release
+from fedgin.flare.compat import advertise_keyword_options, serialize_always
 from fedgin.flare.cpu_turns import Turn, cpu_turn, turns_lock_path
 from fedgin.flare.local_norm import LOCAL_NORM_FILE
 from fedgin.flare.metrics import BUDGET_SPENT, round_scalars
@@ -89,11 +89,11 @@ class SegmentationExecutor(Executor):
         super().__init__()
         self.config = TrainConfig.from_dict({"organs": list(organs), **training})
         # FLARE's Job API writes a component's arguments back from attributes named after them
-        # (``_<name>`` too), always those in ``_always_serialize_args``: every option the job gave.
+        # (``_<name>`` too), always every option the job gave (fedgin.flare.compat).
         self.organs = list(organs)
         for key, value in training.items():
             setattr(self, f"_{key}", value)
-        self._always_serialize_args = ("organs", *training)
+        serialize_always(self, ("organs", *training))
         self.train_task_name = train_task_name
         self.validate_task_name = validate_task_name
         self.submit_model_task_name = submit_model_task_name
@@ -332,16 +332,13 @@ class SegmentationExecutor(Executor):
         return DXO(data_kind=DataKind.WEIGHTS, data=self.trainer.get_shared_weights()).to_shareable()
 
 
-def _signature_with_training_options(init) -> inspect.Signature:
-    """``SegmentationExecutor.__init__``'s signature with every TrainConfig option named (FLARE's Job
-    API reads a component's arguments from its constructor's signature)."""
-    signature = inspect.signature(init)
-    params = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
-    for f in dataclasses.fields(TrainConfig):
-        if f.name != "organs":
-            default = None if f.default is dataclasses.MISSING else f.default
-            params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default))
-    return signature.replace(parameters=params)
-
-
-SegmentationExecutor.__init__.__signature__ = _signature_with_training_options(SegmentationExecutor.__init__)
+# FLARE's Job API reads a component's arguments from its constructor's signature: name every
+# TrainConfig option (fedgin.flare.compat).
+advertise_keyword_options(
+    SegmentationExecutor.__init__,
+    (
+        (f.name, None if f.default is dataclasses.MISSING else f.default)
+        for f in dataclasses.fields(TrainConfig)
+        if f.name != "organs"
+    ),
+)

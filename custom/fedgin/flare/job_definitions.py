@@ -31,6 +31,7 @@ from nvflare.job_config.api import FedJob
 from nvflare.job_config.defs import FilterType
 
 from fedgin.flare.aggregation import RobustAggregator
+from fedgin.flare.compat import serialize_always
 from fedgin.flare.executor import SegmentationExecutor
 from fedgin.flare.metrics import FED_METRICS_EVENT, METRICS_EVENT, TB_FOLDER, RoundReporter
 from fedgin.flare.model_selection import AcceptedModelSelector
@@ -189,8 +190,7 @@ def _make(cls, **kwargs):
 
 
 def _given(component, *names: str):
-    component._always_serialize_args = tuple(names)
-    return component
+    return serialize_always(component, names)
 
 
 def export_jobs(out_dir: str | Path, names: list[str] | None = None) -> list[Path]:

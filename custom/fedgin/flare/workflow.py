@@ -14,6 +14,8 @@ from __future__ import annotations
 from nvflare.apis.wf_comm_spec import WFCommSpec
 from nvflare.app_common.workflows.scatter_and_gather import ScatterAndGather as FlareScatterAndGather
 
+from fedgin.flare.compat import apply_task_check_period
+
 __all__ = ["ScatterAndGather"]
 
 
@@ -22,5 +24,4 @@ class ScatterAndGather(FlareScatterAndGather):
 
     def set_communicator(self, communicator: WFCommSpec) -> None:
         super().set_communicator(communicator)
-        if hasattr(communicator, "_task_check_period"):
-            communicator._task_check_period = self._task_check_period
+        apply_task_check_period(communicator, communicator.task_check_period)  # what FLARE just set

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 from monai.networks.nets import UNet
+from torch import nn
 
 DEFAULT_CHANNELS = (16, 32, 64, 128)
 DEFAULT_STRIDES = (2, 2, 2)
@@ -61,12 +62,31 @@ class SegmentationUNet(UNet):
         self.affine_norm = affine_norm
 
 
+# Every normalization layer of torch.nn (the lazy and synced kinds are not BatchNorm subclasses).
+NORM_LAYERS = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.LazyBatchNorm1d,
+    nn.LazyBatchNorm2d,
+    nn.LazyBatchNorm3d,
+    nn.SyncBatchNorm,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.InstanceNorm3d,
+    nn.LazyInstanceNorm1d,
+    nn.LazyInstanceNorm2d,
+    nn.LazyInstanceNorm3d,
+    nn.GroupNorm,
+    nn.LayerNorm,
+)
+
+
 def norm_parameter_names(model: torch.nn.Module) -> set[str]:
     """State-dict keys of the model's normalization layers (instance, batch, group, layer norm)."""
-    norm_types = (torch.nn.modules.batchnorm._NormBase, torch.nn.GroupNorm, torch.nn.LayerNorm)
     names = set()
     for module_name, module in model.named_modules():
-        if isinstance(module, norm_types):
+        if isinstance(module, NORM_LAYERS):
             for key in module.state_dict():
                 names.add(f"{module_name}.{key}" if module_name else key)
     return names
