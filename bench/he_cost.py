@@ -72,7 +72,7 @@ class HEChain:
     """FLARE's HE components, wired as a job with ``he=True`` runs them, keys from FLARE's HEBuilder."""
 
     def __init__(self, work: Path):
-        from fedgin.tools.he import CLIENT_CONTEXT, SERVER_CONTEXT, new_contexts
+        from fedgin.tools.federation.he import CLIENT_CONTEXT, SERVER_CONTEXT, new_contexts
         from nvflare.apis.event_type import EventType
         from nvflare.apis.utils.decomposers import flare_decomposers
         from nvflare.app_common.decomposers import common_decomposers
@@ -107,7 +107,7 @@ class HEChain:
 
     @staticmethod
     def ctx(identity: str, current_round: int = 0):
-        from fedgin.tools.he import component_context
+        from fedgin.tools.federation.he import component_context
 
         return component_context(identity, current_round)
 
@@ -365,7 +365,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import tenseal
     import torch
-    from fedgin.tools.phantoms import generate_phantom_dataset
+    from fedgin.tools.data.phantoms import generate_phantom_dataset
 
     def log(msg):
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)

@@ -5,7 +5,7 @@ import ast
 from pathlib import Path
 
 import pytest
-from fedgin.tools.jobs import PACKAGE_DIR, SHIPPED, build_job
+from fedgin.tools.federation.jobs import PACKAGE_DIR, SHIPPED, build_job
 from helpers import REPO
 
 LOWER = {"seg": set(), "flare": {"seg"}, "tools": {"seg", "flare"}}

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 from fedgin.tools.assignments import parse_assignment
-from fedgin.tools.datasets.commands import add_parser as add_prepare_parser
-from fedgin.tools.experiment.grid import METHODS
+from fedgin.tools.data.datasets.commands import add_parser as add_prepare_parser
 from fedgin.tools.files import CHECKOUT
+from fedgin.tools.study.experiment.grid import METHODS
 
 TASKS = ("abdomen", "heart")
 # The phantoms' CT is 96 x 96 in-plane: training at the job's 192 x 192 (chosen for real scans)
@@ -70,7 +70,7 @@ def _training_overrides(args) -> dict | None:
 
 
 def cmd_phantoms(args) -> int:
-    from fedgin.tools.phantoms import generate_phantom_dataset
+    from fedgin.tools.data.phantoms import generate_phantom_dataset
 
     start = time.time()
     configs = generate_phantom_dataset(
@@ -83,7 +83,7 @@ def cmd_phantoms(args) -> int:
 
 
 def cmd_simulate(args) -> int:
-    from fedgin.tools.simulation import simulate
+    from fedgin.tools.federation.simulation import simulate
 
     sites = _parse_sites(args.site)
     result = simulate(
@@ -121,8 +121,8 @@ def _print_result(result) -> None:
 
 
 def cmd_demo(args) -> int:
-    from fedgin.tools.phantoms import generate_phantom_dataset
-    from fedgin.tools.simulation import simulate
+    from fedgin.tools.data.phantoms import generate_phantom_dataset
+    from fedgin.tools.federation.simulation import simulate
 
     ws = Path(args.workspace).resolve()
     job = find_jobs_dir() / (f"fedgin_{args.task}" if args.gin else f"fedavg_{args.task}")
@@ -144,7 +144,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_build_job(args) -> int:
-    from fedgin.tools.jobs import build_job
+    from fedgin.tools.federation.jobs import build_job
 
     out = build_job(
         args.job,
@@ -163,8 +163,8 @@ def cmd_build_job(args) -> int:
 def cmd_evaluate(args) -> int:
     from fedgin.seg.evaluation import evaluate_model
     from fedgin.tools.dice_table import dice_table
+    from fedgin.tools.federation.jobs import training_config_for
     from fedgin.tools.files import write_json
-    from fedgin.tools.jobs import training_config_for
 
     config = training_config_for(args.model, args.job)
     result = evaluate_model(args.model, args.site_config, config, split=args.split)
@@ -179,7 +179,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_decrypt_model(args) -> int:
-    from fedgin.tools.he import decrypt_job_model, encrypted_layers
+    from fedgin.tools.federation.he import decrypt_job_model, encrypted_layers
 
     layers = encrypted_layers(args.model)
     if not layers:
@@ -190,12 +190,12 @@ def cmd_decrypt_model(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from fedgin.tools.local_training import train_local
+    from fedgin.tools.study.local_training import train_local
 
     job = args.job
     overrides = _training_overrides(args)
     if overrides:  # the job's settings with the command line's changes, kept next to the results
-        from fedgin.tools.jobs import build_job
+        from fedgin.tools.federation.jobs import build_job
 
         job = build_job(args.job, Path(args.out) / "job", executor_overrides=overrides)
     result = train_local(
@@ -212,7 +212,7 @@ def cmd_train(args) -> int:
 
 def experiment_config(args):
     """The grid from the command line: the full study or ``--quick``, with overrides."""
-    from fedgin.tools.experiment import ExperimentConfig
+    from fedgin.tools.study.experiment import ExperimentConfig
 
     config = ExperimentConfig.quick(args.task) if args.quick else ExperimentConfig(task=args.task)
     training = dict(config.training)
@@ -234,7 +234,7 @@ def experiment_config(args):
 
 
 def cmd_experiment(args) -> int:
-    from fedgin.tools.experiment import run_grid
+    from fedgin.tools.study.experiment import run_grid
 
     config = experiment_config(args)
     sites = _parse_sites(args.site) if args.site else None
@@ -247,7 +247,7 @@ def cmd_experiment(args) -> int:
 
 
 def cmd_poc(args) -> int:
-    from fedgin.tools import poc
+    from fedgin.tools.federation import poc
 
     ws = poc.PocWorkspace.at(args.workspace)
     if args.poc_command == "run":
@@ -280,7 +280,7 @@ def cmd_poc(args) -> int:
 
 
 def cmd_provision(args) -> int:
-    from fedgin.tools.provisioning import DEFAULT_PROJECT, provision
+    from fedgin.tools.federation.provisioning import DEFAULT_PROJECT, provision
 
     kits = provision(args.out, args.project or DEFAULT_PROJECT, he=args.he)
     print(f"startup kits written to {kits}:")
@@ -291,7 +291,7 @@ def cmd_provision(args) -> int:
 
 
 def cmd_site_policy(args) -> int:
-    from fedgin.tools import site_policy
+    from fedgin.tools.federation import site_policy
 
     steps = [
         (args.refuse_byoc, site_policy.refuse_byoc, ()),
@@ -314,7 +314,7 @@ def cmd_site_policy(args) -> int:
 
 
 def cmd_admin(args) -> int:
-    from fedgin.tools import admin
+    from fedgin.tools.federation import admin
 
     kit = args.admin_kit
     if args.admin_command == "run":
@@ -345,8 +345,8 @@ def cmd_admin(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from fedgin.tools.jobs import training_config_for
-    from fedgin.tools.predict import find_inputs, predict, volume_table
+    from fedgin.tools.federation.jobs import training_config_for
+    from fedgin.tools.trained_model.predict import find_inputs, predict, volume_table
 
     config = training_config_for(args.model, args.job)
     inputs = find_inputs(args.input, args.modality, args.split)
@@ -358,9 +358,9 @@ def cmd_predict(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from fedgin.tools.bundle import export_bundle
-    from fedgin.tools.jobs import job_identity, training_config_for
-    from fedgin.tools.predict import model_kind
+    from fedgin.tools.federation.jobs import job_identity, training_config_for
+    from fedgin.tools.trained_model.bundle import export_bundle
+    from fedgin.tools.trained_model.predict import model_kind
 
     config = training_config_for(args.model, args.job)
     name, rounds = job_identity(args.model, args.job)
