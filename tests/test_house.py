@@ -5,7 +5,8 @@ import ast
 from pathlib import Path
 
 import pytest
-from fedgin.tools.federation.jobs import PACKAGE_DIR, SHIPPED, build_job
+from fedgin.tools.federation.jobs import SHIPPED, build_job
+from fedgin.tools.files import PACKAGE_DIR
 from helpers import REPO
 
 LOWER = {"seg": set(), "flare": {"seg"}, "tools": {"seg", "flare"}}

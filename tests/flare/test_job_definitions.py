@@ -5,7 +5,7 @@ import json
 import pytest
 from fedgin.flare.job_definitions import JOBS, export_jobs, fedgin_job, training_options
 from fedgin.tools.cli import main
-from fedgin.tools.federation.jobs import CLIENT_CONFIG, SERVER_CONFIG, executor_args, job_num_rounds
+from fedgin.tools.job_folder import CLIENT_CONFIG, SERVER_CONFIG, executor_args, job_num_rounds
 from helpers import REPO
 
 

@@ -5,32 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from fedgin.tools.assignments import parse_assignment
 from fedgin.tools.data.datasets.commands import add_parser as add_prepare_parser
-from fedgin.tools.files import CHECKOUT
+from fedgin.tools.job_folder import find_jobs_dir
 from fedgin.tools.study.experiment.grid import METHODS
 
 TASKS = ("abdomen", "heart")
 # The phantoms' CT is 96 x 96 in-plane: training at the job's 192 x 192 (chosen for real scans)
 # would cost four times the CPU time for no gain, so the demo trains at the phantoms' own size.
 DEMO_OVERRIDES = {"spatial_size": [96, 96]}
-
-
-def find_jobs_dir() -> Path:
-    """``jobs/`` of the current folder or of this checkout; without a checkout (a plain ``pip install``),
-    the jobs exported from their definitions into a temporary folder."""
-    for candidate in (Path.cwd() / "jobs", CHECKOUT / "jobs"):
-        if (candidate / "fedgin_abdomen" / "meta.json").is_file():
-            return candidate
-    from fedgin.flare.job_definitions import export_jobs
-
-    out = Path(tempfile.mkdtemp(prefix="fedgin_jobs_"))
-    export_jobs(out)
-    return out
 
 
 def _parse_sites(values: list[str]) -> dict[str, str]:
@@ -163,8 +149,8 @@ def cmd_build_job(args) -> int:
 def cmd_evaluate(args) -> int:
     from fedgin.seg.evaluation import evaluate_model
     from fedgin.tools.dice_table import dice_table
-    from fedgin.tools.federation.jobs import training_config_for
     from fedgin.tools.files import write_json
+    from fedgin.tools.job_folder import training_config_for
 
     config = training_config_for(args.model, args.job)
     result = evaluate_model(args.model, args.site_config, config, split=args.split)
@@ -345,7 +331,7 @@ def cmd_admin(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from fedgin.tools.federation.jobs import training_config_for
+    from fedgin.tools.job_folder import training_config_for
     from fedgin.tools.trained_model.predict import find_inputs, predict, volume_table
 
     config = training_config_for(args.model, args.job)
@@ -358,7 +344,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from fedgin.tools.federation.jobs import job_identity, training_config_for
+    from fedgin.tools.job_folder import job_identity, training_config_for
     from fedgin.tools.trained_model.bundle import export_bundle
     from fedgin.tools.trained_model.predict import model_kind
 

@@ -18,7 +18,8 @@ from fedgin.tools.federation.he import (
     encrypted_layers,
     new_contexts,
 )
-from fedgin.tools.federation.jobs import HE_CROSS_SITE_PATH, HE_DECRYPTOR_PATH, HE_ENCRYPTOR_PATH, JobError, build_job
+from fedgin.tools.federation.jobs import HE_CROSS_SITE_PATH, HE_DECRYPTOR_PATH, HE_ENCRYPTOR_PATH, build_job
+from fedgin.tools.job_folder import JobError
 from helpers import ABDOMEN, REPO, TINY_TRAINING
 from nvflare.apis.dxo import DXO, DataKind, MetaKey, from_shareable
 from nvflare.apis.event_type import EventType

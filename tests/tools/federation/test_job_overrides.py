@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 from fedgin.flare.aggregation import update_problem
-from fedgin.tools.federation.jobs import AGGREGATOR_PATH, FAULTY_EXECUTOR_PATH, JobError, build_job, job_training_config
+from fedgin.tools.federation.jobs import AGGREGATOR_PATH, build_job
+from fedgin.tools.job_folder import FAULTY_EXECUTOR_PATH, JobError, job_training_config
 from fedgin.tools.testing.faulty import FAULT_MODES, FaultyExecutor, faulty_update
 from helpers import ABDOMEN, REPO
 

@@ -8,13 +8,12 @@ from pathlib import Path
 import pytest
 from fedgin.seg.model import SegmentationUNet
 from fedgin.seg.training import TrainConfig
-from fedgin.tools.federation.jobs import (
+from fedgin.tools.federation.jobs import SHIPPED, build_job
+from fedgin.tools.files import PACKAGE_DIR
+from fedgin.tools.job_folder import (
     CLIENT_CONFIG,
-    PACKAGE_DIR,
     SERVER_CONFIG,
-    SHIPPED,
     JobError,
-    build_job,
     executor_args,
     job_num_rounds,
     server_model_args,

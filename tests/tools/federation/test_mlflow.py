@@ -6,8 +6,9 @@ import json
 import pytest
 from fedgin.flare.metrics import FED_METRICS_EVENT
 from fedgin.tools.data.phantoms import generate_phantom_dataset
-from fedgin.tools.federation.jobs import SERVER_CONFIG, build_job
+from fedgin.tools.federation.jobs import build_job
 from fedgin.tools.federation.simulation import simulate
+from fedgin.tools.job_folder import SERVER_CONFIG
 from helpers import REPO, TINY_TRAINING
 
 

@@ -17,7 +17,7 @@ from fedgin.tools.data.phantoms import generate_phantom_dataset
 from fedgin.tools.federation.admin import AdminError
 from fedgin.tools.federation.cpu_sharing import client_thread_env
 from fedgin.tools.federation.he import encrypted_layers
-from fedgin.tools.federation.jobs import CLIENT_CONFIG, build_job
+from fedgin.tools.federation.jobs import build_job
 from fedgin.tools.federation.poc import (
     PocError,
     PocWorkspace,
@@ -32,6 +32,7 @@ from fedgin.tools.federation.poc import (
 )
 from fedgin.tools.federation.progress import read_tb_scalars
 from fedgin.tools.files import write_json
+from fedgin.tools.job_folder import CLIENT_CONFIG
 from helpers import ABDOMEN, REPO, TINY_TRAINING, port_free
 
 

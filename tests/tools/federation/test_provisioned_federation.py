@@ -34,7 +34,7 @@ from fedgin.tools.data.phantoms import generate_phantom_dataset
 from fedgin.tools.federation import admin
 from fedgin.tools.federation.admin import deploy_refusals, session
 from fedgin.tools.federation.he import encrypted_layers
-from fedgin.tools.federation.jobs import CLIENT_CONFIG, build_job
+from fedgin.tools.federation.jobs import build_job
 from fedgin.tools.federation.poc import PRIVACY_POLICY
 from fedgin.tools.federation.progress import read_tb_scalars
 from fedgin.tools.federation.provisioning import (
@@ -55,6 +55,7 @@ from fedgin.tools.federation.site_policy import (
     require_privacy_scope,
 )
 from fedgin.tools.files import checkout_file, write_json
+from fedgin.tools.job_folder import CLIENT_CONFIG
 from helpers import REPO, TINY_TRAINING, port_free
 from nvflare.fuel.flare_api.api_spec import AuthorizationError, NoConnection
 

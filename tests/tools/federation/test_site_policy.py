@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 from fedgin.tools.cli import main
-from fedgin.tools.federation.jobs import FAULTY_EXECUTOR_PATH, JobError, build_job
+from fedgin.tools.federation.jobs import build_job
 from fedgin.tools.federation.provisioning import DEFAULT_PROJECT, provision
 from fedgin.tools.federation.site_policy import (
     SitePolicyError,
@@ -17,6 +17,7 @@ from fedgin.tools.federation.site_policy import (
     refuse_byoc,
     require_privacy_scope,
 )
+from fedgin.tools.job_folder import FAULTY_EXECUTOR_PATH, JobError
 from helpers import REPO
 from nvflare.apis.workspace import Workspace
 from nvflare.app_common.widgets.component_path_authorizer import ComponentPathAuthorizer, UnsafeComponentError

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 from fedgin.tools.cli import main
-from fedgin.tools.federation.jobs import build_job, job_training_config
+from fedgin.tools.federation.jobs import build_job
+from fedgin.tools.job_folder import job_training_config
 from helpers import FIXTURES, REPO, TINY_TRAINING
 
 # Slices resized to the model's size, or resampled to 5 mm (the fixtures have 3 mm), cropped to the

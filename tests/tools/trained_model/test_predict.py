@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 from fedgin.tools.cli import main
-from fedgin.tools.federation.jobs import build_job, job_training_config
+from fedgin.tools.federation.jobs import build_job
+from fedgin.tools.job_folder import job_training_config
 from fedgin.tools.trained_model.predict import model_kind
 from helpers import FIXTURES, REPO, TINY_TRAINING
 

@@ -86,7 +86,7 @@ def decrypt_model(model_path: str | Path, context_path: str | Path, out_path: st
 def decrypt_job_model(model_path: str | Path, context_path: str | Path, out_path: str | Path, job_dir=None) -> Path:
     """:func:`decrypt_model` with the shapes of the job's model (its client config: ``job_dir``, or
     the app folder FLARE saved the model in)."""
-    from fedgin.tools.federation.jobs import training_config_for
+    from fedgin.tools.job_folder import training_config_for
 
     model = training_config_for(model_path, job_dir).build_model()
     return decrypt_model(model_path, context_path, out_path, {k: v.shape for k, v in model.state_dict().items()})

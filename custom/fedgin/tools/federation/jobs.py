@@ -5,26 +5,30 @@ copies it and packs the code the sites and the server run (``fedgin.flare`` and 
 :data:`SHIPPED`) into ``app/custom``, so the code that reaches the sites is always the code in this
 checkout (no hand-kept copies), and FLARE treats the job as bring-your-own-code instead of checking
 it against its built-in class allow list. The tools (phantoms, converters, launchers) stay here;
-the test doubles of ``fedgin.tools.testing`` go only into jobs whose configs name them.
+the test doubles of ``fedgin.tools.testing`` go only into jobs whose configs name them. Reading a job
+folder (its configs, training options, rounds) is :mod:`fedgin.tools.job_folder`'s.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from fedgin.tools.files import PACKAGE_DIR, write_json
+from fedgin.tools.job_folder import (
+    CLIENT_CONFIG,
+    SERVER_CONFIG,
+    JobError,
+    executor_args,
+    executor_entry,
+    find_component,
+    find_workflow,
+    read_json,
+    server_model_args,
+    training_args,
+)
 
-if TYPE_CHECKING:  # the CLI imports this module; torch only when a config is read
-    from fedgin.seg.training import TrainConfig
-
-CLIENT_CONFIG = Path("app/config/config_fed_client.json")
-SERVER_CONFIG = Path("app/config/config_fed_server.json")
-EXECUTOR_PATH = "fedgin.flare.executor.SegmentationExecutor"
-FAULTY_EXECUTOR_PATH = "fedgin.tools.testing.faulty.FaultyExecutor"  # tests only: misbehaves on chosen sites
 AGGREGATOR_PATH = "fedgin.flare.aggregation.RobustAggregator"
 ROUND_REPORTER_PATH = "fedgin.flare.metrics.RoundReporter"
 # FLARE's homomorphic-encryption path (TenSEAL CKKS), swapped in by build_job(he=True).
@@ -47,27 +51,6 @@ _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
 # What runs inside FLARE: the package's root module, its FLARE components and the ML core.
 SHIPPED = ("__init__.py", "flare", "seg")
 TEST_DOUBLES = ("tools/__init__.py", "tools/testing")
-
-
-class JobError(ValueError):
-    """A job folder is not usable; the message names the file."""
-
-
-def read_json(path: Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise JobError(f"{path} does not exist") from None
-    except json.JSONDecodeError as e:
-        raise JobError(f"{path}: not valid JSON ({e})") from None
-
-
-def executor_args(client_config: dict, path: Path | str = CLIENT_CONFIG) -> dict:
-    """The args of our executor in a client config (a live reference, for editing)."""
-    try:
-        return _executor_entry(client_config).setdefault("args", {})
-    except JobError:
-        raise JobError(f"{path}: no executor with path {EXECUTOR_PATH}") from None
 
 
 def build_job(
@@ -134,11 +117,11 @@ def build_job(
         set_train_result_filter(client, privacy)
     _set_aggregation(server, client, aggregator, he)
     if workflow:
-        _workflow(server, "ScatterAndGather").setdefault("args", {}).update(workflow)
+        find_workflow(server, "ScatterAndGather").setdefault("args", {}).update(workflow)
     if resume_from is not None:
         _resume_from(server, resume_from)
     if executor_path:
-        _executor_entry(client)["path"] = executor_path
+        executor_entry(client)["path"] = executor_path
     if executor_overrides:
         _override_executor_args(executor_args(client, out_dir / CLIENT_CONFIG), executor_overrides)
     _derive_server_settings(server, client)
@@ -163,7 +146,7 @@ def _set_aggregation(server: dict, client: dict, aggregator: dict | None, he: bo
     if he and aggregator is not None:
         raise JobError("he and aggregator exclude each other: the RobustAggregator cannot read ciphertexts")
     if aggregator is not None:
-        component = _component(server, "aggregator")
+        component = find_component(server, "aggregator")
         component["path"] = AGGREGATOR_PATH
         component.setdefault("args", {}).update(aggregator)
     if he:
@@ -180,11 +163,11 @@ def _resume_from(server: dict, model: str | Path) -> None:
     checkpoint = Path(model).resolve()
     if not checkpoint.is_file():
         raise JobError(f"cannot resume from {checkpoint}: no such file")
-    _component(server, "persistor").setdefault("args", {})["source_ckpt_file_full_name"] = str(checkpoint)
+    find_component(server, "persistor").setdefault("args", {})["source_ckpt_file_full_name"] = str(checkpoint)
 
 
 def _set_rounds_and_clients(meta: dict, server: dict, num_rounds: int | None, min_clients: int | None) -> None:
-    sag = _workflow(server, "ScatterAndGather").setdefault("args", {})
+    sag = find_workflow(server, "ScatterAndGather").setdefault("args", {})
     if num_rounds is not None:
         sag["num_rounds"] = int(num_rounds)
     if min_clients is not None:
@@ -197,15 +180,16 @@ def _derive_server_settings(server: dict, client: dict) -> None:
     weights that sites keep (``local_norm``); the round reporter counts the job's rounds."""
     from fedgin.seg.training import TrainConfig
 
-    config = TrainConfig.from_dict(_training_args(executor_args(client)))
+    config = TrainConfig.from_dict(training_args(executor_args(client)))
     server_model_args(server).update(config.model_args())
+    sag = find_workflow(server, "ScatterAndGather")["args"]
     for component in server.get("components", []):  # round lines say "round r/N" with the job's N
         if component.get("path") == ROUND_REPORTER_PATH:
-            component.setdefault("args", {})["num_rounds"] = _workflow(server, "ScatterAndGather")["args"]["num_rounds"]
-    component = _component(server, "aggregator")
+            component.setdefault("args", {})["num_rounds"] = sag["num_rounds"]
+    component = find_component(server, "aggregator")
     if component.get("path") == AGGREGATOR_PATH:
         args = component.setdefault("args", {})
-        args["min_valid_updates"] = _workflow(server, "ScatterAndGather")["args"]["min_clients"]
+        args["min_valid_updates"] = sag["min_clients"]
         if config.local_norm:
             from fedgin.seg.model import norm_parameter_names
 
@@ -216,19 +200,6 @@ def _derive_server_settings(server: dict, client: dict) -> None:
         # The global model would keep those layers plain, outside the aggregate's list of encrypted
         # layers, and FLARE's HEModelDecryptor fails on them at the sites (KeyError) from round 2 on.
         raise JobError("he and local_norm exclude each other: FLARE's HE decryptor fails on the layers sites keep")
-
-
-def _executor_entry(client_config: dict) -> dict:
-    for entry in client_config.get("executors", []):
-        if entry.get("executor", {}).get("path") in (EXECUTOR_PATH, FAULTY_EXECUTOR_PATH):
-            return entry["executor"]
-    raise JobError(f"{CLIENT_CONFIG}: no executor with path {EXECUTOR_PATH}")
-
-
-def job_num_rounds(job: str | Path) -> int:
-    """The number of rounds a job folder runs."""
-    server = read_json(Path(job) / SERVER_CONFIG)
-    return int(_workflow(server, "ScatterAndGather")["args"]["num_rounds"])
 
 
 def pack_code(job: Path) -> Path:
@@ -291,7 +262,7 @@ def use_he(server_config: dict, client_config: dict) -> None:
     for component_id, entry in HE_SERVER_COMPONENTS.items():
         components[:] = [c for c in components if c.get("id") != component_id]
         components.append({"id": component_id, **copy.deepcopy(entry)})
-    _component(server_config, "persistor").setdefault("args", {})["filter_id"] = "serialize_filter"
+    find_component(server_config, "persistor").setdefault("args", {})["filter_id"] = "serialize_filter"
     for workflow in server_config.get("workflows", []):
         if workflow.get("path", "").endswith("CrossSiteModelEval"):
             workflow["path"] = HE_CROSS_SITE_PATH
@@ -315,73 +286,6 @@ def _own_chain(groups: list[dict], task: str) -> list[dict]:
     groups[:] = [g for g in groups if g.get("tasks")]
     groups.append({"tasks": [task], "filters": filters})
     return filters
-
-
-def _component(server_config: dict, component_id: str) -> dict:
-    for component in server_config.get("components", []):
-        if component.get("id") == component_id:
-            return component
-    raise JobError(f"{SERVER_CONFIG}: no component with id {component_id!r}")
-
-
-def _workflow(server_config: dict, class_name: str) -> dict:
-    for workflow in server_config.get("workflows", []):
-        if workflow.get("path", "").rsplit(".", 1)[-1] == class_name:
-            return workflow
-    raise JobError(f"{SERVER_CONFIG}: no {class_name} workflow")
-
-
-def server_model_args(server_config: dict) -> dict:
-    """The args of the model that the server's persistor builds (a live reference)."""
-    for component in server_config.get("components", []):
-        if component.get("id") == "persistor":
-            return component.setdefault("args", {}).setdefault("model", {}).setdefault("args", {})
-    raise JobError(f"{SERVER_CONFIG}: no component with id 'persistor'")
-
-
-def client_config_path(folder: str | Path) -> Path:
-    """The client config of a job folder, or of a deployed app folder (``app_server/``)."""
-    folder = Path(folder)
-    for rel in (CLIENT_CONFIG, CLIENT_CONFIG.relative_to("app")):
-        if (folder / rel).is_file():
-            return folder / rel
-    raise JobError(f"{folder}: no {CLIENT_CONFIG} (is it a job folder?)")
-
-
-def job_training_config(folder: str | Path):
-    """The TrainConfig a job's sites use (read from its client config)."""
-    from fedgin.seg.training import TrainConfig
-
-    path = client_config_path(folder)
-    return TrainConfig.from_dict(_training_args(executor_args(read_json(path), path)))
-
-
-def _training_args(executor_args: dict) -> dict:
-    """The executor's arguments that are training options (not task names or test faults)."""
-    skip = ("train_task_name", "validate_task_name", "submit_model_task_name", "fault")
-    return {k: v for k, v in executor_args.items() if k not in skip}
-
-
-def training_config_for(model_path: str | Path, job_dir: str | Path | None) -> TrainConfig:
-    """The job's TrainConfig: from ``job_dir``, or from the app folder FLARE saved the model in."""
-    if job_dir is not None:
-        return job_training_config(job_dir)
-    folder = Path(model_path).resolve().parent
-    try:
-        return job_training_config(folder)
-    except JobError:
-        raise JobError(f"cannot tell which job trained {model_path}: pass --job JOB_FOLDER") from None
-
-
-def job_identity(model_path: str | Path, job_dir: str | Path | None) -> tuple[str, int | None]:
-    """The name and number of rounds of the job that trained a model: from ``job_dir``, or from the
-    app folder FLARE saved the model in (its job folder's name; rounds from its server config)."""
-    if job_dir is not None:
-        return read_json(Path(job_dir) / "meta.json").get("name", Path(job_dir).name), job_num_rounds(job_dir)
-    app = Path(model_path).resolve().parent
-    server = app / SERVER_CONFIG.relative_to("app")
-    rounds = int(_workflow(read_json(server), "ScatterAndGather")["args"]["num_rounds"]) if server.is_file() else None
-    return app.parent.name, rounds
 
 
 def mlflow_receiver(job_name: str, tracking_uri: str) -> dict:

@@ -33,8 +33,8 @@ from fedgin.tools.dice_table import dice_table
 from fedgin.tools.federation import admin
 from fedgin.tools.federation.cpu_sharing import co_located_env
 from fedgin.tools.federation.he import CLIENT_CONTEXT, SERVER_CONTEXT, decrypt_job_model
-from fedgin.tools.federation.jobs import job_training_config
 from fedgin.tools.files import CHECKOUT, checkout_file, write_json
+from fedgin.tools.job_folder import job_training_config
 
 ADMIN = "admin@nvidia.com"
 # Site-enforced privacy: every site's local/privacy.json makes its default scope filter every

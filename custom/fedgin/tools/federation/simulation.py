@@ -37,16 +37,10 @@ from fedgin.seg.evaluation import evaluate_model
 from fedgin.seg.site_config import load_site_config, with_absolute_paths
 from fedgin.tools.dice_table import dice_table
 from fedgin.tools.federation.cpu_sharing import co_located_env
-from fedgin.tools.federation.jobs import (
-    CLIENT_CONFIG,
-    ROUND_REPORTER_PATH,
-    SERVER_CONFIG,
-    build_job,
-    job_num_rounds,
-    job_training_config,
-)
+from fedgin.tools.federation.jobs import ROUND_REPORTER_PATH, build_job
 from fedgin.tools.federation.progress import progress_from_scalars, read_tb_scalars, save_progress
 from fedgin.tools.files import write_json
+from fedgin.tools.job_folder import CLIENT_CONFIG, SERVER_CONFIG, job_num_rounds, job_training_config
 
 SIM_JOB_DIR = Path("server/simulate_job")
 # The simulated sites' ledgers (fedgin.flare.privacy.ledger, in their shared local/): the filter's

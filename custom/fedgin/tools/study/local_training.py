@@ -18,8 +18,8 @@ from fedgin.seg.pooled_domain_norm import DomainNorms, train_domain_epochs
 from fedgin.seg.site_config import load_site_config
 from fedgin.seg.training import Trainer
 from fedgin.tools.dice_table import dice_table
-from fedgin.tools.federation.jobs import job_training_config
 from fedgin.tools.files import write_json
+from fedgin.tools.job_folder import job_training_config
 
 
 def site_label(path: str | Path) -> str:

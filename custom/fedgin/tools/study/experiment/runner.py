@@ -25,8 +25,9 @@ import numpy as np
 
 from fedgin.flare.local_norm import LOCAL_NORM_FILE, site_model
 from fedgin.seg.evaluation import evaluate_model
-from fedgin.tools.federation.jobs import build_job, job_training_config
+from fedgin.tools.federation.jobs import build_job
 from fedgin.tools.files import write_json
+from fedgin.tools.job_folder import job_training_config
 from fedgin.tools.study.experiment.grid import ExperimentConfig, Run
 from fedgin.tools.study.experiment.sites import SettingSites, prepare_setting
 
