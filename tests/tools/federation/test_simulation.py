@@ -14,7 +14,8 @@ from fedgin.tools.cli import main
 from fedgin.tools.data.phantoms import generate_phantom_dataset
 from fedgin.tools.federation.cpu_sharing import client_thread_env
 from fedgin.tools.federation.progress import read_tb_scalars
-from fedgin.tools.federation.simulation import EARLY_STOP_NOTE, simulate
+from fedgin.tools.federation.simulation import simulate
+from fedgin.tools.federation.simulator_process import EARLY_STOP_NOTE
 from helpers import ABDOMEN, REPO, TINY_TRAINING
 
 
