@@ -22,19 +22,9 @@ from .anatomy import (
     _spine,
     _tube_path,
 )
-from .shapes import (
-    Box,
-    Ellipsoid,
-    ExtrudedEllipse,
-    Intersect,
-    Ribs,
-    SmoothField,
-    Subtract,
-    Tube,
-    Union,
-    Warped,
-    rotation_matrix,
-)
+from .fields import SmoothField
+from .rotations import rotation_matrix
+from .shapes import Box, Ellipsoid, ExtrudedEllipse, Intersect, Ribs, Subtract, Tube, Union, Warped
 
 __all__ = ["sample_abdomen"]
 

@@ -25,17 +25,9 @@ from enum import IntEnum
 
 import numpy as np
 
-from .shapes import (
-    ExtrudedEllipse,
-    Shape,
-    SmoothField,
-    Tube,
-    Union,
-    ZPeriodic,
-    masked_contains,
-    matmul3,
-    rotation_matrix,
-)
+from .fields import SmoothField
+from .rotations import matmul3, rotation_matrix
+from .shapes import ExtrudedEllipse, Shape, Tube, Union, ZPeriodic, masked_contains
 
 __all__ = [
     "Tissue",

@@ -12,20 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .anatomy import Anatomy, BodyFrame, Layer, Tissue, _body_wall, _pose, _spine
-from .shapes import (
-    Box,
-    Ellipsoid,
-    ExtrudedEllipse,
-    Intersect,
-    Ribs,
-    Shape,
-    SmoothField,
-    Subtract,
-    Tube,
-    Union,
-    Warped,
-    frame_from_axis,
-)
+from .fields import SmoothField
+from .rotations import frame_from_axis
+from .shapes import Box, Ellipsoid, ExtrudedEllipse, Intersect, Ribs, Shape, Subtract, Tube, Union, Warped
 
 __all__ = ["sample_heart"]
 

@@ -19,7 +19,7 @@ import numpy as np
 from fedgin.seg.site_config import normalize_modality
 
 from .anatomy import Tissue
-from .shapes import SmoothField
+from .fields import SmoothField
 
 __all__ = [
     "CT_HU",

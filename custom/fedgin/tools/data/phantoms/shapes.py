@@ -1,4 +1,4 @@
-"""Geometric primitives and smooth random fields in world (mm) coordinates.
+"""Geometric shapes in world (mm) coordinates: primitives and their combinations.
 
 Every shape answers two questions about an ``(N, 3)`` array of world points:
 ``contains(p) -> bool[N]`` and ``bbox() -> (lo, hi)``, an axis-aligned box that
@@ -7,7 +7,8 @@ evaluate each shape only on the voxels that can possibly be inside it, which
 keeps phantom generation fast.
 
 Random draws are never made here: the shapes are plain parameter holders; the
-anatomy samplers draw their parameters from a ``numpy.random.Generator``.
+anatomy samplers draw their parameters from a ``numpy.random.Generator``. Rotations live in
+:mod:`.rotations`, the smooth random fields (deformations, bias, texture) in :mod:`.fields`.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .fields import SmoothField
+from .rotations import matmul3
+
 __all__ = [
-    "SmoothField",
     "Shape",
     "Ellipsoid",
     "Tube",
@@ -29,116 +32,12 @@ __all__ = [
     "ZPeriodic",
     "Ribs",
     "Box",
-    "rotation_matrix",
-    "frame_from_axis",
-    "matmul3",
     "masked_contains",
 ]
 
 _INF = np.float32(1e9)
 
 
-def matmul3(p: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """``p @ m`` for ``p`` of shape (N, 3), computed element-wise.
-
-    Avoids multi-threaded BLAS for these skinny products: no thread
-    over-subscription when cases are generated in parallel processes, and
-    results that do not depend on the BLAS build or its thread count.
-    """
-    m = np.asarray(m, dtype=p.dtype)
-    if m.ndim == 1:
-        return p[:, 0] * m[0] + p[:, 1] * m[1] + p[:, 2] * m[2]
-    return p[:, 0:1] * m[0] + p[:, 1:2] * m[1] + p[:, 2:3] * m[2]
-
-
-# ----------------------------------------------------------------------------
-# Smooth random fields
-# ----------------------------------------------------------------------------
-@dataclass
-class SmoothField:
-    """Sum of random plane waves: ``f(p) = sum_k a_k * cos(2π k_k·p + φ_k)``.
-
-    With ``dims`` > 1 it is a vector field (one independent sum per component),
-    used as a low-frequency displacement field; with ``dims`` == 1 a scalar
-    field (bias field, texture).  ``amplitude`` bounds ``|f|`` per component.
-    """
-
-    freqs: np.ndarray  # (dims, K, 3) cycles / mm
-    amps: np.ndarray  # (dims, K)
-    phases: np.ndarray  # (dims, K)
-
-    @classmethod
-    def random(
-        cls,
-        rng: np.random.Generator,
-        *,
-        dims: int = 3,
-        n_waves: int = 6,
-        amplitude: float = 5.0,
-        wavelength: tuple[float, float] = (120.0, 300.0),
-        anisotropy: tuple[float, float, float] = (1.0, 1.0, 1.0),
-    ) -> SmoothField:
-        """Random field whose components have RMS ``amplitude / 2`` and whose
-        wavelengths lie in ``wavelength`` (mm).  ``anisotropy`` scales the
-        frequency per world axis (e.g. ``(1, 1, 0.5)`` = smoother along z)."""
-        direction = rng.normal(size=(dims, n_waves, 3))
-        direction /= np.linalg.norm(direction, axis=-1, keepdims=True) + 1e-12
-        lam = rng.uniform(wavelength[0], wavelength[1], size=(dims, n_waves, 1))
-        freqs = direction / lam * np.asarray(anisotropy, dtype=np.float64)
-        w = rng.uniform(0.5, 1.0, size=(dims, n_waves))
-        amps = amplitude * w / w.sum(axis=1, keepdims=True)
-        phases = rng.uniform(0.0, 2.0 * np.pi, size=(dims, n_waves))
-        return cls(freqs.astype(np.float32), amps.astype(np.float32), phases.astype(np.float32))
-
-    @property
-    def dims(self) -> int:
-        return int(self.freqs.shape[0])
-
-    @property
-    def max_abs(self) -> float:
-        return float(np.abs(self.amps).sum(axis=1).max()) if self.amps.size else 0.0
-
-    def __call__(self, p: np.ndarray) -> np.ndarray:
-        """``p``: (N, 3) → (N, dims) float32 (or (N,) when ``dims`` == 1)."""
-        p = np.asarray(p, dtype=np.float32)
-        out = np.zeros((p.shape[0], self.dims), dtype=np.float32)
-        two_pi = np.float32(2.0 * np.pi)
-        for d in range(self.dims):
-            arg = matmul3(p, (two_pi * self.freqs[d]).T) + self.phases[d]  # (N, K)
-            out[:, d] = np.einsum("nk,k->n", np.cos(arg), self.amps[d])
-        return out[:, 0] if self.dims == 1 else out
-
-
-# ----------------------------------------------------------------------------
-# Rotations
-# ----------------------------------------------------------------------------
-def rotation_matrix(rx: float = 0.0, ry: float = 0.0, rz: float = 0.0) -> np.ndarray:
-    """Rotation (radians) about x, then y, then z.  Columns are the rotated
-    local axes expressed in world coordinates."""
-    cx, sx = np.cos(rx), np.sin(rx)
-    cy, sy = np.cos(ry), np.sin(ry)
-    cz, sz = np.cos(rz), np.sin(rz)
-    mx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    my = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    mz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-    return mz @ my @ mx
-
-
-def frame_from_axis(axis, hint) -> np.ndarray:
-    """Orthonormal frame whose first column is ``axis`` and whose second column
-    is ``hint`` made orthogonal to it."""
-    e1 = np.asarray(axis, dtype=np.float64)
-    e1 = e1 / np.linalg.norm(e1)
-    h = np.asarray(hint, dtype=np.float64)
-    e2 = h - e1 * (h @ e1)
-    e2 = e2 / np.linalg.norm(e2)
-    e3 = np.cross(e1, e2)
-    return np.stack([e1, e2, e3], axis=1)
-
-
-# ----------------------------------------------------------------------------
-# Shapes
-# ----------------------------------------------------------------------------
 class Shape:
     """Base class: a set of world points (mm)."""
 
