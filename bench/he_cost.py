@@ -49,7 +49,7 @@ sys.path.insert(0, str(BENCH))
 from sections.common import machine_info, median, rounded  # noqa: E402
 
 JOB = REPO / "jobs" / "fedgin_abdomen"
-DEMO = {"spatial_size": [96, 96]}  # fedgin.tools.cli.DEMO_OVERRIDES
+DEMO = {"spatial_size": [96, 96]}  # fedgin.tools.study.commands.DEMO_OVERRIDES
 SMOKE = {"spatial_size": [32, 32], "model": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1}}
 
 

@@ -50,6 +50,16 @@ class SimulationResult:
     wall_time_s: float = 0.0
 
 
+def print_result(result: SimulationResult) -> None:
+    """For a person at the command line: the Dice table, and where the results and FLARE's log are."""
+    results = result.workspace / "results"
+    if (results / "dice.md").is_file():
+        print()
+        print((results / "dice.md").read_text())
+    print(f"FLARE run: {result.wall_time_s:.0f} s. Results in {results}/ (dice.json, dice.md, FL_global_model.pt,")
+    print(f"cross_site_val.json); FLARE's full log: {result.workspace / 'simulator.log'}")
+
+
 def _copy_privacy_records(sim_ws: Path, sites: Mapping[str, str | Path], results: Path) -> None:
     """Each site's privacy ledgers (epsilon per round) into the job's results, also after an abort,
     and into the workspace's shared ``local/``: FLARE recreates the simulated sites' folders on every

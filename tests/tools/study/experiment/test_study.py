@@ -5,7 +5,8 @@ import csv
 import json
 
 import pytest
-from fedgin.tools.cli import build_parser, experiment_config
+from fedgin.tools.cli import build_parser
+from fedgin.tools.study.commands import experiment_config
 from fedgin.tools.study.experiment import ExperimentConfig, run_grid
 from fedgin.tools.study.experiment.report import METHOD_LABELS
 from helpers import ABDOMEN, REPO, TINY_TRAINING

@@ -1,7 +1,7 @@
 """Converters from public datasets' downloaded layouts to fedgin site configs and datalists.
 
 ``python -m fedgin prepare {amos,totalsegmentator,chaos,btcv,mmwhs} --src DIR --out DIR``; see
-:mod:`fedgin.tools.data.datasets.commands` and site_configs/README.md (Real datasets).
+:mod:`fedgin.tools.data.commands` and site_configs/README.md (Real datasets).
 """
 
 from fedgin.tools.data.datasets.common import DatasetError, Options

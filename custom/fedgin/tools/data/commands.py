@@ -1,11 +1,15 @@
-"""The ``prepare`` subcommand: ``python -m fedgin prepare DATASET --src DIR --out DIR [options]``."""
+"""Commands that prepare data: ``phantoms`` (synthetic sites) and ``prepare`` (``python -m fedgin prepare
+DATASET --src DIR --out DIR [options]``: a public dataset's site configs); each command's parser
+(``add_*``) beside its handler (``cmd_*``)."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import logging
+import time
 
+from fedgin.tools import cli_options
 from fedgin.tools.data.datasets import CONVERTERS
 from fedgin.tools.data.datasets.common import CLASS_MODES, TASKS, Options
 
@@ -17,6 +21,30 @@ HELP = {
     "mmwhs": "MM-WHS CT and/or MRI whole heart or substructures (ct_train/, mr_train/), files used in place",
 }
 DEFAULT_TASK = {"mmwhs": "heart"}
+
+
+def cmd_phantoms(args) -> int:
+    from fedgin.tools.data.phantoms import generate_phantom_dataset
+
+    start = time.time()
+    configs = generate_phantom_dataset(
+        args.task, args.out, seed=args.seed, size=args.size, max_cases=args.max_cases, num_workers=args.workers
+    )
+    for name, path in configs.items():
+        print(f"{name}: {path}")
+    print(f"phantoms written to {args.out} in {time.time() - start:.1f} s")
+    return 0
+
+
+def add_phantoms(sub) -> None:
+    p = sub.add_parser("phantoms", help="write a synthetic CT/MRI phantom dataset with site configs")
+    p.add_argument("--task", choices=cli_options.TASKS, default="abdomen")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=float, default=1.0, help="grid scale per axis (0.5: half the voxels per axis)")
+    p.add_argument("--max-cases", type=int, default=None, help="at most this many cases per split")
+    p.add_argument("--workers", type=int, default=2, help="processes writing cases")
+    p.set_defaults(func=cmd_phantoms)
 
 
 def _split_value(text: str) -> float:
@@ -45,7 +73,7 @@ def cmd_prepare(args) -> int:
     return 0
 
 
-def add_parser(subparsers) -> None:
+def add_prepare(subparsers) -> None:
     """Register ``prepare`` with one sub-command per dataset on the fedgin parser's ``subparsers``."""
     p = subparsers.add_parser("prepare", help="site configs + datalists for a public dataset in its downloaded layout")
     datasets = p.add_subparsers(dest="dataset", required=True)
