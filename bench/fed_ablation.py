@@ -48,7 +48,7 @@ from fedgin.seg.data.site_data import SiteData, TrainSamples, load_site_data  # 
 from fedgin.seg.site_config import load_site_config  # noqa: E402
 from fedgin.seg.training import TrainConfig, Trainer, dice_per_volume, summarize_dice  # noqa: E402
 from fedgin.tools.assignments import parse_assignment  # noqa: E402
-from fedgin.tools.jobs import CLIENT_CONFIG, SERVER_CONFIG, executor_args, read_json  # noqa: E402
+from fedgin.tools.job_folder import CLIENT_CONFIG, SERVER_CONFIG, executor_args, read_json  # noqa: E402
 from nvflare.apis.dxo import DXO, DataKind, MetaKey  # noqa: E402
 from nvflare.apis.fl_context import FLContext  # noqa: E402
 

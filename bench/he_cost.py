@@ -49,7 +49,7 @@ sys.path.insert(0, str(BENCH))
 from sections.common import machine_info, median, rounded  # noqa: E402
 
 JOB = REPO / "jobs" / "fedgin_abdomen"
-DEMO = {"spatial_size": [96, 96]}  # fedgin.tools.cli.DEMO_OVERRIDES
+DEMO = {"spatial_size": [96, 96]}  # fedgin.tools.study.commands.DEMO_OVERRIDES
 SMOKE = {"spatial_size": [32, 32], "model": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1}}
 
 
@@ -72,7 +72,7 @@ class HEChain:
     """FLARE's HE components, wired as a job with ``he=True`` runs them, keys from FLARE's HEBuilder."""
 
     def __init__(self, work: Path):
-        from fedgin.tools.he import CLIENT_CONTEXT, SERVER_CONTEXT, new_contexts
+        from fedgin.tools.federation.he import CLIENT_CONTEXT, SERVER_CONTEXT, new_contexts
         from nvflare.apis.event_type import EventType
         from nvflare.apis.utils.decomposers import flare_decomposers
         from nvflare.app_common.decomposers import common_decomposers
@@ -107,7 +107,7 @@ class HEChain:
 
     @staticmethod
     def ctx(identity: str, current_round: int = 0):
-        from fedgin.tools.he import component_context
+        from fedgin.tools.federation.he import component_context
 
         return component_context(identity, current_round)
 
@@ -365,7 +365,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import tenseal
     import torch
-    from fedgin.tools.phantoms import generate_phantom_dataset
+    from fedgin.tools.data.phantoms import generate_phantom_dataset
 
     def log(msg):
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)

@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 
 from fedgin.flare.privacy.accounting import DEFAULT_DELTA
-from fedgin.tools.cli import DEMO_OVERRIDES, find_jobs_dir
-from fedgin.tools.phantoms import generate_phantom_dataset
-from fedgin.tools.simulation import simulate
+from fedgin.tools.data.phantoms import generate_phantom_dataset
+from fedgin.tools.federation.simulation import simulate
+from fedgin.tools.job_folder import find_jobs_dir
+from fedgin.tools.study.commands import DEMO_OVERRIDES
 
 SIGMAS = (0.0, 0.5, 1.0, 2.0)
 # The L2 norm of one round's weight diff in the demo configuration (207k parameters) was 6.4, 3.3,

@@ -54,7 +54,8 @@ class Sizes:
     fl_rounds: tuple[int, ...] = (2, 8, 30)  # three points for the fit; 30 = the demo's rounds, measured
     fl_repeat_longest: bool = True  # the longest pair again, plain first (A-B-B-A against drift)
     poc_rounds: int = 8
-    fl_training: dict = field(default_factory=lambda: {"spatial_size": [96, 96]})  # fedgin.tools.cli.DEMO_OVERRIDES
+    # fedgin.tools.study.commands.DEMO_OVERRIDES
+    fl_training: dict = field(default_factory=lambda: {"spatial_size": [96, 96]})
     data_rounds: int = 3  # per mode (cached / reloading), interleaved
     scale_sites: tuple[int, ...] = (2, 4, 8)
     scale_rounds: int = 3

@@ -24,7 +24,7 @@ class Context:
     def phantoms(self) -> dict[str, Path]:
         """The default phantom sites (site-ct, site-mri), generated once."""
         if "default" not in self._phantoms:
-            from fedgin.tools.phantoms import generate_phantom_dataset
+            from fedgin.tools.data.phantoms import generate_phantom_dataset
 
             self.log("generating the phantom sites ...")
             self._phantoms["default"] = generate_phantom_dataset(
@@ -40,8 +40,8 @@ class Context:
     def scale_phantoms(self, n: int) -> dict[str, Path]:
         """``n`` small phantom sites, half CT and half MR (the largest n is generated once)."""
         if "scale" not in self._phantoms:
-            from fedgin.tools.phantoms import PhantomSiteSpec, generate_phantom_dataset
-            from fedgin.tools.phantoms.case import DEFAULT_GRID
+            from fedgin.tools.data.phantoms import PhantomSiteSpec, generate_phantom_dataset
+            from fedgin.tools.data.phantoms.case import DEFAULT_GRID
 
             n_train, n_val = self.sizes.scale_cases
             specs = []

@@ -74,9 +74,10 @@ def round_walls(events: dict) -> dict[int, float]:
 
 def run_flare(ctx: Context, sites: dict[str, Path], rounds: int, training: dict | None, name: str) -> dict:
     """One FLARE simulator run of the abdomen job; wall time, log breakdown, peak RSS per process."""
-    from fedgin.tools.cpu_sharing import client_thread_env
-    from fedgin.tools.jobs import build_job
-    from fedgin.tools.simulation import install_site_configs, run_simulator
+    from fedgin.tools.federation.cpu_sharing import client_thread_env
+    from fedgin.tools.federation.jobs import build_job
+    from fedgin.tools.federation.simulation import install_site_configs
+    from fedgin.tools.federation.simulator_process import run_simulator
 
     ws = ctx.work / name
     if ws.exists():

@@ -98,7 +98,7 @@ def plain_worker(spec_path: str) -> int:
     from fedgin.seg.data.site_data import load_site_data
     from fedgin.seg.site_config import load_site_config
     from fedgin.seg.training import Trainer
-    from fedgin.tools.jobs import job_training_config
+    from fedgin.tools.job_folder import job_training_config
 
     imported = time.time()
     spec = json.loads(Path(spec_path).read_text())

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 def measure(ctx: Context) -> dict:
     """The fl section's FLARE run in POC mode: real server and client processes, no simulator."""
-    from fedgin.tools.poc import run_poc
+    from fedgin.tools.federation.poc import run_poc
 
     sites, rounds = ctx.phantoms(), ctx.sizes.poc_rounds
     ws = ctx.work / "poc"
@@ -60,7 +60,8 @@ def markdown(sec: dict) -> list[str]:
         "## 2b. FL overhead in POC mode",
         "",
         f"The fl section's job, {sec['rounds']} rounds, in FLARE's POC mode: a real server and one client process",
-        "per site on this machine, started, fed the job through the admin API, stopped (`fedgin.tools.poc.run_poc`).",
+        "per site on this machine, started, fed the job through the admin API, stopped",
+        "(`fedgin.tools.federation.poc.run_poc`).",
         "No simulator, so none of its fixed sleeps; the sites share the cores as in the simulator.",
         "",
         "| figure | value | target | |",

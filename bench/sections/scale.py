@@ -51,7 +51,8 @@ def markdown(sec: dict) -> list[str]:
         "## 4. Scale",
         "",
         f"Simulated sites, half CT half MR, small case counts, training {training}; all sites in parallel,",
-        "each with the threads below (`fedgin.tools.cpu_sharing.client_thread_env`). Round wall: median of rounds >= 1",
+        "each with the threads below (`fedgin.tools.federation.cpu_sharing.client_thread_env`). Round wall: median",
+        "of rounds >= 1",
         "from the simulator log. RSS: peak over 0.2 s samples of each client process (shared libraries included).",
         "",
         "| sites | threads per client | wall per round (s) | start-up until all sites ready (s) | total wall (s) "

@@ -8,8 +8,8 @@ import tempfile
 import numpy as np
 import pytest
 import torch
-from fedgin.tools.phantoms import generate_phantom_dataset
-from fedgin.tools.simulation import simulate
+from fedgin.tools.data.phantoms import generate_phantom_dataset
+from fedgin.tools.federation.simulation import simulate
 from helpers import REPO, TINY_TRAINING
 
 

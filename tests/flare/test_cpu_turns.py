@@ -7,7 +7,7 @@ import threading
 import time
 
 from fedgin.flare.cpu_turns import CPU_TURNS_ENV, cpu_turn, turns_lock_path
-from fedgin.tools.cpu_sharing import co_located_env, cpu_turns_env
+from fedgin.tools.federation.cpu_sharing import co_located_env, cpu_turns_env
 
 HOLD = """
 import sys, time

@@ -154,8 +154,8 @@ def test_site_config_is_found_in_the_sites_local_folder(tmp_path):
 
 
 def test_heart_job_trains_on_heart_phantoms(tmp_path):
-    from fedgin.tools.jobs import job_training_config
-    from fedgin.tools.phantoms import generate_phantom_dataset
+    from fedgin.tools.data.phantoms import generate_phantom_dataset
+    from fedgin.tools.job_folder import job_training_config
     from helpers import REPO
 
     sites = generate_phantom_dataset("heart", tmp_path, seed=1, size=0.4, max_cases=1)

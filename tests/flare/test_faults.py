@@ -15,9 +15,10 @@ import re
 import numpy as np
 import pytest
 import torch
-from fedgin.tools.jobs import FAULTY_EXECUTOR_PATH
-from fedgin.tools.phantoms import generate_phantom_dataset
-from fedgin.tools.simulation import EARLY_STOP_NOTE, SimulationError, simulate
+from fedgin.tools.data.phantoms import generate_phantom_dataset
+from fedgin.tools.federation.simulation import simulate
+from fedgin.tools.federation.simulator_process import EARLY_STOP_NOTE, SimulationError
+from fedgin.tools.job_folder import FAULTY_EXECUTOR_PATH
 from helpers import REPO, TINY_TRAINING, write_nifti, write_site
 
 pytestmark = pytest.mark.simulator

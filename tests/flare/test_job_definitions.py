@@ -5,7 +5,7 @@ import json
 import pytest
 from fedgin.flare.job_definitions import JOBS, export_jobs, fedgin_job, training_options
 from fedgin.tools.cli import main
-from fedgin.tools.jobs import CLIENT_CONFIG, SERVER_CONFIG, executor_args, job_num_rounds
+from fedgin.tools.job_folder import CLIENT_CONFIG, SERVER_CONFIG, executor_args, job_num_rounds
 from helpers import REPO
 
 
@@ -48,7 +48,7 @@ def test_training_options_merge_and_are_checked():
 
 
 def test_every_job_declares_portable_resources_flare_accepts(tmp_path):
-    from fedgin.tools.jobs import build_job
+    from fedgin.tools.federation.jobs import build_job
     from nvflare.utils.job_launcher_utils import get_resource_manager_spec, validate_portable_resource_spec
 
     for name in JOBS:

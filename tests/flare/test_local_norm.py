@@ -85,7 +85,7 @@ def test_aggregator_expects_no_site_local_norm_weights(tmp_path):
     import json
 
     from fedgin.flare.aggregation import RobustAggregator
-    from fedgin.tools.jobs import build_job
+    from fedgin.tools.federation.jobs import build_job
     from helpers import REPO
     from nvflare.apis.dxo import MetaKey
     from nvflare.apis.event_type import EventType

@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 from fedgin.seg.training import TrainConfig
-from fedgin.tools.phantoms import generate_phantom_dataset
-from fedgin.tools.simulation import simulate
+from fedgin.tools.data.phantoms import generate_phantom_dataset
+from fedgin.tools.federation.simulation import simulate
 from fedgin.tools.testing.capture import CAPTURE_FILE
 from helpers import ABDOMEN, REPO, TINY_TRAINING
 

@@ -7,9 +7,9 @@ import torch
 from fedgin.seg.data.site_data import TrainSamples
 from fedgin.seg.pooled_domain_norm import DomainNorms, train_domain_epochs
 from fedgin.seg.training import TrainConfig, Trainer
-from fedgin.tools.jobs import build_job
-from fedgin.tools.local_training import train_local
-from fedgin.tools.phantoms import generate_phantom_dataset
+from fedgin.tools.data.phantoms import generate_phantom_dataset
+from fedgin.tools.federation.jobs import build_job
+from fedgin.tools.study.local_training import train_local
 from helpers import ABDOMEN, REPO, TINY_TRAINING
 
 LOCAL = {**TINY_TRAINING, "batch_size": 4, "local_norm": True}

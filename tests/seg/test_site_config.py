@@ -63,7 +63,7 @@ def test_with_absolute_paths(tmp_path):
 
 
 def test_example_site_configs_describe_the_phantom_sites(tmp_path):
-    from fedgin.tools.phantoms import generate_phantom_dataset
+    from fedgin.tools.data.phantoms import generate_phantom_dataset
     from helpers import REPO
 
     generated = generate_phantom_dataset("abdomen", tmp_path, size=0.25, max_cases=1)

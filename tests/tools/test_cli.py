@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from fedgin.tools.cli import build_parser, main
-from fedgin.tools.jobs import job_training_config
+from fedgin.tools.job_folder import job_training_config
 from helpers import REPO, write_nifti, write_site
 
 

@@ -10,7 +10,7 @@ from fedgin.tools.files import PACKAGE_DIR
 SCRIPT = """
 import fedgin, json
 from pathlib import Path
-from fedgin.tools.cli import find_jobs_dir
+from fedgin.tools.job_folder import find_jobs_dir
 from fedgin.tools.files import checkout_file
 jobs = find_jobs_dir()
 try:

@@ -6,9 +6,9 @@ turns. A round waits for its slowest site, so taking turns costs nothing: the ro
 of the sites' compute either way, minus the contention. Results do not change (every site's
 random draws come from its own seeded generators).
 
-The launchers (``fedgin.tools.simulation``, ``fedgin.tools.poc``) point every co-located site at one lock file
-through the environment variable :data:`CPU_TURNS_ENV`; a site on its own machine (a real
-federation) has no such variable and never waits. The lock is an advisory ``flock``, released by
+The launchers (``fedgin.tools.federation.simulation``, ``fedgin.tools.federation.poc``) point every
+co-located site at one lock file through the environment variable :data:`CPU_TURNS_ENV`; a site on
+its own machine (a real federation) has no such variable and never waits. The lock is an advisory ``flock``, released by
 the kernel if a site dies. A site that has waited :data:`MAX_WAIT_S` computes anyway, so a site
 stuck inside its turn cannot stall the others for more than that.
 """

@@ -197,7 +197,7 @@ def export_jobs(out_dir: str | Path, names: list[str] | None = None) -> list[Pat
     """Write the jobs of :data:`JOBS` (or ``names``) as job folders under ``out_dir``; returns them.
 
     The folders hold ``meta.json`` and ``app/config`` only: the code goes in when a job is built to
-    run (``fedgin.tools.jobs.build_job``), so jobs/ never holds a stale copy of it.
+    run (``fedgin.tools.federation.jobs.build_job``), so jobs/ never holds a stale copy of it.
     """
     out_dir = Path(out_dir)
     written = []

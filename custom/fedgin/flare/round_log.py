@@ -1,7 +1,7 @@
 """The line a site logs after each round's local training, and its parser.
 
 Sites write it to their FLARE log; the simulator and POC runner read the logs on this machine
-(:mod:`fedgin.tools.progress` plots them), so the format and its parser live together here. The
+(:mod:`fedgin.tools.federation.progress` plots them), so the format and its parser live together here. The
 line holds aggregate numbers only. (In a real deployment the server cannot read site logs; FLARE's
 analytics streaming would be the channel.)
 """

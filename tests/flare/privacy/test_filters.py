@@ -5,7 +5,8 @@ import json
 import pytest
 from fedgin.flare.privacy.filters import privacy_filter_config
 from fedgin.tools.assignments import parse_privacy_spec
-from fedgin.tools.jobs import CLIENT_CONFIG, build_job
+from fedgin.tools.federation.jobs import build_job
+from fedgin.tools.job_folder import CLIENT_CONFIG
 from helpers import REPO
 from nvflare.fuel.utils.class_utils import instantiate_class
 

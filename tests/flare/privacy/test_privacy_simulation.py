@@ -9,9 +9,10 @@ import torch
 from fedgin.flare.metrics import TB_FOLDER
 from fedgin.flare.privacy.accounting import gaussian_epsilon
 from fedgin.seg.dp_sgd import epsilon_of
-from fedgin.tools.phantoms import generate_phantom_dataset
-from fedgin.tools.progress import read_tb_scalars
-from fedgin.tools.simulation import SimulationError, simulate
+from fedgin.tools.data.phantoms import generate_phantom_dataset
+from fedgin.tools.federation.progress import read_tb_scalars
+from fedgin.tools.federation.simulation import simulate
+from fedgin.tools.federation.simulator_process import SimulationError
 from helpers import REPO, TINY_TRAINING
 
 # sigma 1: epsilon 4.73 after round 1, 7.08 after 2, 9.01 after 3, so a budget of 8 ends after round 2.

@@ -1,0 +1,1 @@
+"""Preparing data: converters from public datasets' layouts, and the synthetic CT/MRI phantoms."""
