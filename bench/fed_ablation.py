@@ -44,9 +44,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "custom"))
 
 from fedgin.flare.executor import site_seed  # noqa: E402
+from fedgin.seg.config import TrainConfig  # noqa: E402
 from fedgin.seg.data.site_data import SiteData, TrainSamples, load_site_data  # noqa: E402
 from fedgin.seg.site_config import load_site_config  # noqa: E402
-from fedgin.seg.training import TrainConfig, Trainer, dice_per_volume, summarize_dice  # noqa: E402
+from fedgin.seg.training import Trainer, dice_per_volume, summarize_dice  # noqa: E402
 from fedgin.tools.assignments import parse_assignment  # noqa: E402
 from fedgin.tools.job_folder import CLIENT_CONFIG, SERVER_CONFIG, executor_args, read_json  # noqa: E402
 from nvflare.apis.dxo import DXO, DataKind, MetaKey  # noqa: E402

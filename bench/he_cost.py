@@ -175,9 +175,10 @@ def in_process(sites: dict, training: dict, rounds: int, work: Path, log) -> dic
     """Part 1 (see the module docstring)."""
     from fedgin.flare.executor import site_seed
     from fedgin.flare.job_definitions import training_options
+    from fedgin.seg.config import TrainConfig
     from fedgin.seg.data.site_data import load_site_data
     from fedgin.seg.site_config import load_site_config
-    from fedgin.seg.training import TrainConfig, Trainer, dice_per_volume, summarize_dice
+    from fedgin.seg.training import Trainer, dice_per_volume, summarize_dice
     from nvflare.app_common.abstract.model import make_model_learnable
 
     config = TrainConfig.from_dict(training_options("abdomen", True, training))

@@ -33,10 +33,11 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "custom"))
 
+from fedgin.seg.config import TrainConfig  # noqa: E402
 from fedgin.seg.data.site_data import load_site_data  # noqa: E402
 from fedgin.seg.metrics import organ_dice  # noqa: E402
 from fedgin.seg.site_config import load_site_config  # noqa: E402
-from fedgin.seg.training import TrainConfig, Trainer, summarize_dice  # noqa: E402
+from fedgin.seg.training import Trainer, summarize_dice  # noqa: E402
 from fedgin.seg.transforms import gin_batch  # noqa: E402
 
 MODES = {"logits": 0, "probs": 0, "flip": 0, "gin4": 4}

@@ -114,7 +114,7 @@ def met(value, limit) -> bool | None:
 
 def train_config(overrides: dict | None = None):
     """A TrainConfig of the abdomen job with ``overrides`` (a dict of TrainConfig options)."""
-    from fedgin.seg.training import TrainConfig
+    from fedgin.seg.config import TrainConfig
 
     return TrainConfig.from_dict({"organs": ABDOMEN, **(overrides or {})})
 

@@ -7,8 +7,8 @@ import pytest
 from fedgin.flare.executor import SegmentationExecutor
 from fedgin.flare.site_files import find_site_config
 from fedgin.flare.step_balance import TARGET_STEPS_HEADER
+from fedgin.seg.config import TrainConfig
 from fedgin.seg.site_config import SiteConfigError
-from fedgin.seg.training import TrainConfig
 from helpers import ABDOMEN, TINY_TRAINING
 from nvflare.apis.dxo import DXO, DataKind, MetaKey, from_shareable
 from nvflare.apis.fl_constant import ReturnCode

@@ -69,7 +69,7 @@ def test_every_job_declares_portable_resources_flare_accepts(tmp_path):
 def test_every_job_trains_with_the_dataclass_defaults(name):
     """One source of defaults: a job's sites train exactly as TrainConfig's defaults say, apart from
     the task's organs and GIN on or off (the jobs in jobs/ are read, so a hand edit fails here too)."""
-    from fedgin.seg.training import TrainConfig
+    from fedgin.seg.config import TrainConfig
 
     args = executor_args(json.loads((REPO / "jobs" / name / CLIENT_CONFIG).read_text()))
     job = TrainConfig.from_dict({k: v for k, v in args.items() if k in TrainConfig.__dataclass_fields__})

@@ -8,7 +8,8 @@ import pytest
 import torch
 from fedgin.flare.executor import SegmentationExecutor
 from fedgin.flare.local_norm import site_model
-from fedgin.seg.training import TrainConfig, Trainer
+from fedgin.seg.config import TrainConfig
+from fedgin.seg.training import Trainer
 from helpers import ABDOMEN, TINY_TRAINING
 from nvflare.apis.dxo import DXO, DataKind, from_shareable
 from nvflare.apis.fl_context import FLContext

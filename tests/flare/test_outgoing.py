@@ -6,7 +6,7 @@ import json
 import shutil
 
 import pytest
-from fedgin.seg.training import TrainConfig
+from fedgin.seg.config import TrainConfig
 from fedgin.tools.data.phantoms import generate_phantom_dataset
 from fedgin.tools.federation.simulation import simulate
 from fedgin.tools.testing.capture import CAPTURE_FILE

@@ -3,8 +3,9 @@
 import pytest
 import torch
 from fedgin.seg.augmentation import AUGMENTATIONS, augment
+from fedgin.seg.config import TrainConfig
 from fedgin.seg.data.site_data import TrainSamples
-from fedgin.seg.training import TrainConfig, Trainer
+from fedgin.seg.training import Trainer
 
 TINY = {
     "organs": ["liver"],

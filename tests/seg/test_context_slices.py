@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 from fedgin.seg.augmentation import augment
+from fedgin.seg.config import TrainConfig
 from fedgin.seg.data.geometry import slices_with_context
 from fedgin.seg.data.site_data import load_site_data
 from fedgin.seg.site_config import load_site_config
-from fedgin.seg.training import TrainConfig, Trainer, _per_scan, dice_per_volume
+from fedgin.seg.training import Trainer, _per_scan, dice_per_volume
 from helpers import ABDOMEN, FIXTURES, TINY_TRAINING, TOTALSEG_IDS, write_site
 
 

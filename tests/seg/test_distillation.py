@@ -2,9 +2,10 @@
 
 import pytest
 import torch
+from fedgin.seg.config import TrainConfig
 from fedgin.seg.data.site_data import TrainSamples
 from fedgin.seg.distillation import ConditionalDistillationLoss
-from fedgin.seg.training import TrainConfig, Trainer
+from fedgin.seg.training import Trainer
 
 
 def _batch(seed: int = 0):

@@ -5,9 +5,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from fedgin.seg.config import TrainConfig
 from fedgin.seg.data.site_data import TrainSamples
 from fedgin.seg.dp_sgd import DPSGDConfig, PatientDPSGD, epsilon_of
-from fedgin.seg.training import TrainConfig, Trainer
+from fedgin.seg.training import Trainer
 from opacus import PrivacyEngine
 
 TINY_MODEL = {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1}

@@ -2,8 +2,9 @@
 
 import numpy as np
 import torch
+from fedgin.seg.config import TrainConfig
 from fedgin.seg.evaluation import evaluate_model
-from fedgin.seg.training import TrainConfig, Trainer
+from fedgin.seg.training import Trainer
 from helpers import ABDOMEN, write_nifti, write_site
 
 

@@ -81,7 +81,8 @@ def test_batch_dice_scores_the_batch_as_one():
 
 
 def test_trainer_uses_batch_dice_when_asked():
-    from fedgin.seg.training import TrainConfig, Trainer
+    from fedgin.seg.config import TrainConfig
+    from fedgin.seg.training import Trainer
 
     small = {"organs": ["liver"], "spatial_size": [8, 8], "model": {"channels": [4, 8], "strides": [2]}}
     assert Trainer(TrainConfig.from_dict({**small, "dice_batch": True}), "cpu").loss_fn.loss.dice.batch

@@ -3,7 +3,7 @@
 import logging
 
 from fedgin.flare.executor import SegmentationExecutor
-from fedgin.seg.training import TrainConfig
+from fedgin.seg.config import TrainConfig
 from helpers import ABDOMEN, TINY_TRAINING
 from nvflare.apis.dxo import DXO, DataKind
 from nvflare.apis.fl_constant import ReturnCode

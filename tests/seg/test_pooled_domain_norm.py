@@ -4,9 +4,10 @@ import json
 
 import pytest
 import torch
+from fedgin.seg.config import TrainConfig
 from fedgin.seg.data.site_data import TrainSamples
 from fedgin.seg.pooled_domain_norm import DomainNorms, train_domain_epochs
-from fedgin.seg.training import TrainConfig, Trainer
+from fedgin.seg.training import Trainer
 from fedgin.tools.data.phantoms import generate_phantom_dataset
 from fedgin.tools.federation.jobs import build_job
 from fedgin.tools.study.local_training import train_local

@@ -4,12 +4,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from fedgin.seg.config import TrainConfig
 from fedgin.seg.data.labels import MapLabelsd, class_lookup
 from fedgin.seg.data.site_data import DataError, TrainSamples, load_site_data
 from fedgin.seg.evaluation import evaluate_model
 from fedgin.seg.prediction import Segmenter, organ_volumes_ml
 from fedgin.seg.site_config import load_site_config
-from fedgin.seg.training import TrainConfig, Trainer
+from fedgin.seg.training import Trainer
 from helpers import ABDOMEN, TINY_TRAINING, write_nifti
 from monai.metrics import DiceMetric
 

@@ -5,8 +5,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from fedgin.seg.config import TrainConfig
 from fedgin.seg.data.site_data import EvalVolume, TrainSamples
-from fedgin.seg.training import TrainConfig, Trainer, summarize_dice
+from fedgin.seg.training import Trainer, summarize_dice
 
 TINY_MODEL = {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1}
 

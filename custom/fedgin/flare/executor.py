@@ -35,9 +35,10 @@ from fedgin.flare.privacy.ledger import DP_SGD, GAUSSIAN, budget_spent, ledger_p
 from fedgin.flare.round_log import format_round
 from fedgin.flare.site_files import find_site_config
 from fedgin.flare.step_balance import TARGET_STEPS_HEADER
+from fedgin.seg.config import TrainConfig
 from fedgin.seg.data.site_data import SiteData, load_site_data
 from fedgin.seg.site_config import SiteConfig, load_site_config
-from fedgin.seg.training import TrainConfig, Trainer
+from fedgin.seg.training import Trainer
 
 
 def site_seed(job_seed: int, site_name: str) -> int:
@@ -74,7 +75,7 @@ class SegmentationExecutor(Executor):
     Args:
         organs: the job's organ names; class i of the model is organs[i - 1].
         train_task_name, validate_task_name, submit_model_task_name: task names of the workflows.
-        **training: every other argument is a :class:`fedgin.seg.training.TrainConfig` option
+        **training: every other argument is a :class:`fedgin.seg.config.TrainConfig` option
             (spatial_size, model, gin, local_epochs, batch_size, lr, weight_decay, seed, ...).
     """
 

@@ -37,7 +37,7 @@ from fedgin.flare.metrics import FED_METRICS_EVENT, METRICS_EVENT, TB_FOLDER, Ro
 from fedgin.flare.model_selection import AcceptedModelSelector
 from fedgin.flare.step_balance import StepBalancer
 from fedgin.flare.workflow import ScatterAndGather
-from fedgin.seg.training import TrainConfig
+from fedgin.seg.config import TrainConfig
 
 TASK_ORGANS = {
     "abdomen": ["liver", "spleen", "kidney_right", "kidney_left", "pancreas", "gallbladder"],
@@ -119,7 +119,7 @@ def fedgin_job(
         task: "abdomen" or "heart" (:data:`TASK_ORGANS`).
         gin: GIN augmentation on (FedGIN) or off (FedAvg).
         num_rounds, min_clients: ScatterAndGather's rounds and sites per round.
-        training: training options over :data:`TRAINING` (any :class:`fedgin.seg.training.TrainConfig` key).
+        training: training options over :data:`TRAINING` (any :class:`fedgin.seg.config.TrainConfig` key).
     """
     options = training_options(task, gin, training)
     config = TrainConfig.from_dict(options)  # checks every option now, not at the sites

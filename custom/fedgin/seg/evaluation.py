@@ -7,9 +7,10 @@ from pathlib import Path
 
 import torch
 
+from fedgin.seg.config import TrainConfig
 from fedgin.seg.data.site_data import load_site_data
 from fedgin.seg.site_config import load_site_config
-from fedgin.seg.training import TrainConfig, Trainer, dice_per_volume, summarize_dice
+from fedgin.seg.training import Trainer, dice_per_volume, summarize_dice
 
 
 def load_weights(path: str | Path) -> dict:

@@ -18,9 +18,10 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Orientation
 
+from fedgin.seg.config import TrainConfig
 from fedgin.seg.data.geometry import ModelGrid
 from fedgin.seg.data.site_data import image_transforms, load_case
-from fedgin.seg.training import TrainConfig, Trainer
+from fedgin.seg.training import Trainer
 
 
 class Segmenter:

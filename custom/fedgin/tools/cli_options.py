@@ -51,7 +51,7 @@ def training_overrides(args) -> dict | None:
             flag = "--gin" if args.gin else "--no-gin"
             raise SystemExit(f"{flag} and --set augmentation={overrides['augmentation']} disagree")
     if overrides:
-        from fedgin.seg.training import TrainConfig
+        from fedgin.seg.config import TrainConfig
 
         try:  # an unknown option or a bad value fails here, naming it, not inside FLARE
             TrainConfig.from_dict({"organs": ["check"], **overrides})

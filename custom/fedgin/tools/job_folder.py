@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from fedgin.tools.files import CHECKOUT
 
 if TYPE_CHECKING:  # the CLI imports this module; torch only when a config is read
-    from fedgin.seg.training import TrainConfig
+    from fedgin.seg.config import TrainConfig
 
 CLIENT_CONFIG = Path("app/config/config_fed_client.json")
 SERVER_CONFIG = Path("app/config/config_fed_server.json")
@@ -69,7 +69,7 @@ def training_args(executor_args: dict) -> dict:
 
 def job_training_config(folder: str | Path):
     """The TrainConfig a job's sites use (read from its client config)."""
-    from fedgin.seg.training import TrainConfig
+    from fedgin.seg.config import TrainConfig
 
     path = client_config_path(folder)
     return TrainConfig.from_dict(training_args(executor_args(read_json(path), path)))

@@ -4,10 +4,11 @@ training, a sliding window inverted back to each volume's own grid for scoring."
 import numpy as np
 import pytest
 import torch
+from fedgin.seg.config import TrainConfig
 from fedgin.seg.data.geometry import ModelGrid
 from fedgin.seg.data.site_data import TrainSamples, load_site_data
 from fedgin.seg.site_config import load_site_config
-from fedgin.seg.training import TrainConfig, Trainer, dice_per_volume
+from fedgin.seg.training import Trainer, dice_per_volume
 from helpers import write_nifti, write_site
 from monai.metrics import DiceMetric
 

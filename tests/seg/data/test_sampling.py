@@ -2,9 +2,10 @@
 
 import pytest
 import torch
+from fedgin.seg.config import TrainConfig
 from fedgin.seg.data.sampling import epoch_order, organ_balanced_weights, organ_presence
 from fedgin.seg.data.site_data import TrainSamples
-from fedgin.seg.training import TrainConfig, Trainer
+from fedgin.seg.training import Trainer
 
 
 def _labels() -> torch.Tensor:

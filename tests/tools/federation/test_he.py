@@ -8,7 +8,7 @@ import pytest
 import tenseal as ts
 import torch
 from fedgin.flare.executor import shaped_like
-from fedgin.seg.training import TrainConfig
+from fedgin.seg.config import TrainConfig
 from fedgin.tools.federation.he import (
     CLIENT_CONTEXT,
     SERVER_CONTEXT,

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from fedgin.seg.config import TrainConfig
 from fedgin.seg.model import SegmentationUNet
-from fedgin.seg.training import TrainConfig
 from fedgin.tools.federation.jobs import SHIPPED, build_job
 from fedgin.tools.files import PACKAGE_DIR
 from fedgin.tools.job_folder import (

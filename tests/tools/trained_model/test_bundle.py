@@ -126,8 +126,8 @@ def test_the_bundle_runs_without_fedgin_and_gives_predicts_masks(tmp_path, grid,
 
 
 def test_the_bundles_body_crop_selects_what_fedgins_does():
+    from fedgin.seg.config import TrainConfig
     from fedgin.seg.data.geometry import body_in_plane
-    from fedgin.seg.training import TrainConfig
     from fedgin.tools.trained_model.bundle import model_grid_transforms
 
     config = TrainConfig.from_dict({"organs": ["liver"], "pixel_spacing": [1.5, 1.5]})

@@ -79,7 +79,7 @@ class ModelGrid:
 
     @classmethod
     def of(cls, config) -> ModelGrid:
-        """The grid of a :class:`fedgin.seg.training.TrainConfig`."""
+        """The grid of a :class:`fedgin.seg.config.TrainConfig`."""
         return cls(config.spatial_size, config.model.spatial_dims, config.pixel_spacing)
 
     @property

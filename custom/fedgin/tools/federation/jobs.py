@@ -178,7 +178,7 @@ def _derive_server_settings(server: dict, client: dict) -> None:
     """What the server's settings follow from, set every build: the initial model is the sites'
     model; a RobustAggregator waits for ``min_clients`` valid updates and does not expect the norm
     weights that sites keep (``local_norm``); the round reporter counts the job's rounds."""
-    from fedgin.seg.training import TrainConfig
+    from fedgin.seg.config import TrainConfig
 
     config = TrainConfig.from_dict(training_args(executor_args(client)))
     server_model_args(server).update(config.model_args())

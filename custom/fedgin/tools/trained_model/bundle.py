@@ -22,12 +22,12 @@ from pathlib import Path
 
 import torch
 
+from fedgin.seg.config import TrainConfig
 from fedgin.seg.data.geometry import BODY_MARGIN, BODY_THRESHOLD
 from fedgin.seg.data.normalization import CTNormalization, normalization_for
 from fedgin.seg.evaluation import load_weights
 from fedgin.seg.prediction import Segmenter
 from fedgin.seg.site_config import normalize_modality
-from fedgin.seg.training import TrainConfig
 from fedgin.tools.files import write_json
 
 BUNDLE_VERSION = "0.1.0"

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 from monai.data import load_decathlon_datalist
 
+from fedgin.seg.config import TrainConfig
 from fedgin.seg.evaluation import load_weights
 from fedgin.seg.prediction import Segmenter, organ_volumes_ml
 from fedgin.seg.site_config import load_site_config, normalize_modality
-from fedgin.seg.training import TrainConfig
 from fedgin.tools.files import write_json
 from fedgin.tools.trained_model.bundle_files.save_mask import write_mask
 
