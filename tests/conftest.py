@@ -2,10 +2,31 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import FIXTURES, TOTALSEG_IDS, write_site
+
+# The real FLARE POC and provisioned federations listen on FLARE's fixed ports (8002/8003): their
+# tests run one after another on one worker (pytest-xdist's loadgroup), everything else in parallel.
+FLARE_PORTS_GROUP = "flare-ports"
+
+
+def pytest_configure(config):
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # One worker a core: one thread each, for the processes a test starts too (two workers with
+        # two threads each on two cores made one training test 30x slower).
+        os.environ["OMP_NUM_THREADS"] = "1"
+        os.environ["MKL_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("poc"):
+            item.add_marker(pytest.mark.xdist_group(FLARE_PORTS_GROUP))
 
 
 @pytest.fixture
