@@ -40,3 +40,18 @@ def port_free(port: int) -> bool:
     """Nothing listens on ``port`` on this machine (a POC or provisioned server can start there)."""
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+# Import names of what the extras install (pyproject.toml: plots, he, datasets, tracking, bundle, dev):
+# a site runs without any of them.
+EXTRA_MODULES = ("matplotlib", "tenseal", "pydicom", "PIL", "mlflow", "fire", "ignite", "pytest", "ruff")
+
+
+def without_extras(folder: Path) -> str:
+    """A PYTHONPATH entry under which importing any of :data:`EXTRA_MODULES` fails, as in a site's
+    plain ``pip install .`` (the stubs shadow the installed packages)."""
+    for name in EXTRA_MODULES:
+        stub = folder / name
+        stub.mkdir(parents=True, exist_ok=True)
+        (stub / "__init__.py").write_text(f"raise ImportError('{name} is an extra: a site install has no {name}')\n")
+    return str(folder)

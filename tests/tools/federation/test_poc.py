@@ -33,7 +33,7 @@ from fedgin.tools.federation.poc import (
 from fedgin.tools.federation.progress import read_tb_scalars
 from fedgin.tools.files import write_json
 from fedgin.tools.job_folder import CLIENT_CONFIG
-from helpers import ABDOMEN, REPO, TINY_TRAINING, port_free
+from helpers import ABDOMEN, REPO, TINY_TRAINING, port_free, without_extras
 
 
 def test_workspace_inside_the_repo_is_refused():
@@ -149,13 +149,18 @@ def test_stop_leaves_a_users_own_processes_on_the_poc_folder_alone(tmp_path):
 
 
 @pytest.mark.poc
-def test_a_sites_privacy_budget_holds_across_jobs(tmp_path):
+def test_a_sites_privacy_budget_holds_across_jobs(tmp_path, monkeypatch):
     """Two jobs in a row on one POC system, the sites' own privacy policy holding a Gaussian filter
     with max_epsilon 8 (sigma 1: epsilon 4.73 after one release, 7.08 after two, 9.01 after three).
     Job 1 releases one update per site, job 2 one more; then each site declines, and says why at
-    the site and at the server. Before the ledger lived in the site's local/, job 2 started at 0."""
+    the site and at the server. Before the ledger lived in the site's local/, job 2 started at 0.
+    The server and the sites run as a plain ``pip install .`` leaves them: no extra importable."""
     if not port_free(8002):
         pytest.skip("port 8002 (FLARE POC server) is taken on this machine")
+    monkeypatch.setenv(
+        "PYTHONPATH",
+        os.pathsep.join(filter(None, [without_extras(tmp_path / "no_extras"), os.environ.get("PYTHONPATH")])),
+    )
     sites = generate_phantom_dataset("abdomen", tmp_path / "data", seed=4, size=0.5, max_cases=1)
     gaussian = privacy_filter_config("gaussian", noise_multiplier=1.0, clip_norm=1.0, max_epsilon=8.0)
     policy = {"scopes": [{"name": "fedgin", "properties": {}, "task_result_filters": [gaussian]}]}
