@@ -44,8 +44,8 @@ TASK_ORGANS = {
     "heart": ["heart"],
 }
 # The training options a job writes out for its sites (so a job's config shows them); their values
-# are TrainConfig's defaults, the one source (chosen on the real development set: README, "Results
-# on real scans"). Any other TrainConfig option takes its default at the site too.
+# are TrainConfig's defaults, the one source (chosen on the real development set: docs/results-real-scans.md,
+# "Results on real scans"). Any other TrainConfig option takes its default at the site too.
 JOB_TRAINING_KEYS = (
     "spatial_size",
     "local_epochs",

@@ -5,7 +5,7 @@ steps. With a CT site of 1,228 training slices (77 steps) and an MRI site of 86 
 update entered the global model with weight 6 / 83 = 7 %: on the real development set the federated
 model reached MRI Dice 0.62 where the same code trained centrally reached 0.73. When the MRI site
 instead trains as many steps as the CT site (more passes over its own data, fresh shuffles), both
-updates weigh alike and MRI Dice reached 0.75 (bench/fed_ablation.py, README "Results on real scans").
+updates weigh alike and MRI Dice reached 0.75 (bench/fed_ablation.py, docs/results-real-scans.md).
 
 :class:`StepBalancer` is a server component: it reads the step count of every accepted update
 (the ``NUM_STEPS_CURRENT_ROUND`` meta the sites already send as their aggregation weight) and puts

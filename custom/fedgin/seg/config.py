@@ -47,8 +47,8 @@ class ModelConfig:
 class TrainConfig:
     """Everything a job decides about training; the site decides nothing but its data.
 
-    The defaults are the shipped ones, chosen on the real development set (README, "Results on
-    real scans"): fedgin's jobs are built from them (``fedgin.flare.job_definitions``).
+    The defaults are the shipped ones, chosen on the real development set (docs/results-real-scans.md,
+    "Results on real scans"): fedgin's jobs are built from them (``fedgin.flare.job_definitions``).
     """
 
     organs: list[str]

@@ -10,7 +10,7 @@ from torch import nn
 
 DEFAULT_CHANNELS = (16, 32, 64, 128)
 DEFAULT_STRIDES = (2, 2, 2)
-# Two residual units a level: chosen with 192 x 192 slices on the real development set (README).
+# Two residual units a level: chosen with 192 x 192 slices on the real development set (docs/results-real-scans.md).
 DEFAULT_NUM_RES_UNITS = 2
 
 
