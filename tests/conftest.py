@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -10,8 +11,7 @@ import torch
 from helpers import FIXTURES, TOTALSEG_IDS, write_site
 
 # The real FLARE POC and provisioned federations listen on FLARE's fixed ports (8002/8003): their
-# tests run one after another on one worker (pytest-xdist's loadgroup), everything else in parallel.
-FLARE_PORTS_GROUP = "flare-ports"
+# tests (marked poc) run one after another (the flare_ports lock), everything else in parallel.
 
 
 def pytest_configure(config):
@@ -23,10 +23,19 @@ def pytest_configure(config):
         torch.set_num_threads(1)
 
 
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if item.get_closest_marker("poc"):
-            item.add_marker(pytest.mark.xdist_group(FLARE_PORTS_GROUP))
+@pytest.fixture(autouse=True)
+def flare_ports(request, tmp_path_factory):
+    """POC and provisioned systems all listen on FLARE's fixed ports: one such test at a time across
+    the xdist workers (a lock file beside the workers' temp folders). xdist's ``xdist_group`` did not
+    hold them together here (pytest 9.2, xdist 3.8: the marked tests still ran on two workers)."""
+    if not request.node.get_closest_marker("poc"):
+        yield
+        return
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+    with open(root / "flare-ports.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 @pytest.fixture

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -44,14 +47,21 @@ def port_free(port: int) -> bool:
 
 # Import names of what the extras install (pyproject.toml: plots, he, datasets, tracking, bundle, dev):
 # a site runs without any of them.
-EXTRA_MODULES = ("matplotlib", "tenseal", "pydicom", "PIL", "mlflow", "fire", "ignite", "pytest", "ruff")
+EXTRA_MODULES = ("matplotlib", "tenseal", "pydicom", "mlflow", "fire", "ignite", "pytest", "ruff")
 
 
-def without_extras(folder: Path) -> str:
-    """A PYTHONPATH entry under which importing any of :data:`EXTRA_MODULES` fails, as in a site's
-    plain ``pip install .`` (the stubs shadow the installed packages)."""
-    for name in EXTRA_MODULES:
-        stub = folder / name
-        stub.mkdir(parents=True, exist_ok=True)
-        (stub / "__init__.py").write_text(f"raise ImportError('{name} is an extra: a site install has no {name}')\n")
-    return str(folder)
+def fresh_site_venv(folder: Path) -> Path:
+    """A new venv with a site's install (``poc/site_install.sh``: torch, then ``pip install .``, the
+    commands the Dockerfile runs); returns its ``bin/`` folder. Checks that no extra got in."""
+    subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True, timeout=300)
+    bin_dir = folder / "bin"
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "VIRTUAL_ENV": str(folder)}
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.run(
+        ["bash", str(REPO / "poc/site_install.sh"), str(REPO)], env=env, capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 0, f"site install failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    probe = f"import importlib.util as u; print([m for m in {EXTRA_MODULES!r} if u.find_spec(m)])"
+    found = subprocess.run([str(bin_dir / "python"), "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "[]", f"a site install brought extras: {found.stdout}"
+    return bin_dir

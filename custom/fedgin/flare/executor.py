@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
 import zlib
 from collections.abc import Iterator, Mapping
@@ -39,6 +40,16 @@ from fedgin.seg.config import TrainConfig
 from fedgin.seg.data.site_data import SiteData, load_site_data
 from fedgin.seg.site_config import SiteConfig, load_site_config
 from fedgin.seg.training import Trainer
+
+
+def runtime_line() -> str:
+    """Python, its environment and the versions of the site's runtime (what ``pip install .`` put there)."""
+    import monai
+    import nvflare
+
+    python = ".".join(map(str, sys.version_info[:3]))
+    versions = f"torch {torch.__version__}, MONAI {monai.__version__}, FLARE {nvflare.__version__}"
+    return f"runtime Python {python} in {sys.prefix}, {versions}"
 
 
 def site_seed(job_seed: int, site_name: str) -> int:
@@ -152,6 +163,8 @@ class SegmentationExecutor(Executor):
             f"{len(self.data.train)} training samples, {len(self.data.validation)} validation volumes, "
             f"loaded in {time.time() - start:.1f} s",
         )
+        # Which environment runs the site (local log only): the operator checks their install here.
+        self.log_info(fl_ctx, f"[fedgin] {self.site_name}: {runtime_line()}")
         if self.config.dp_sgd.enabled:
             private = self.trainer.private_steps(self.data.train)
             dp = self.config.dp_sgd

@@ -19,6 +19,7 @@ COMMANDS = (
     federation.add_simulate,
     federation.add_poc,
     kits.add_provision,
+    kits.add_site_config,
     kits.add_site_policy,
     kits.add_admin,
     federation.add_build_job,

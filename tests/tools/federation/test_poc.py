@@ -33,7 +33,7 @@ from fedgin.tools.federation.poc import (
 from fedgin.tools.federation.progress import read_tb_scalars
 from fedgin.tools.files import write_json
 from fedgin.tools.job_folder import CLIENT_CONFIG
-from helpers import ABDOMEN, REPO, TINY_TRAINING, port_free, without_extras
+from helpers import ABDOMEN, REPO, TINY_TRAINING, fresh_site_venv, port_free
 
 
 def test_workspace_inside_the_repo_is_refused():
@@ -154,13 +154,13 @@ def test_a_sites_privacy_budget_holds_across_jobs(tmp_path, monkeypatch):
     with max_epsilon 8 (sigma 1: epsilon 4.73 after one release, 7.08 after two, 9.01 after three).
     Job 1 releases one update per site, job 2 one more; then each site declines, and says why at
     the site and at the server. Before the ledger lived in the site's local/, job 2 started at 0.
-    The server and the sites run as a plain ``pip install .`` leaves them: no extra importable."""
+    The server and the sites run in a fresh venv with a site's install (``poc/site_install.sh``, the
+    Dockerfile's commands: torch, then ``pip install .``, no extra), not in this test's environment."""
     if not port_free(8002):
         pytest.skip("port 8002 (FLARE POC server) is taken on this machine")
-    monkeypatch.setenv(
-        "PYTHONPATH",
-        os.pathsep.join(filter(None, [without_extras(tmp_path / "no_extras"), os.environ.get("PYTHONPATH")])),
-    )
+    site_bin = fresh_site_venv(tmp_path / "site_venv")
+    monkeypatch.setenv("PATH", f"{site_bin}{os.pathsep}{os.environ['PATH']}")  # what the kits' scripts run
+    monkeypatch.delenv("PYTHONPATH", raising=False)
     sites = generate_phantom_dataset("abdomen", tmp_path / "data", seed=4, size=0.5, max_cases=1)
     gaussian = privacy_filter_config("gaussian", noise_multiplier=1.0, clip_norm=1.0, max_epsilon=8.0)
     policy = {"scopes": [{"name": "fedgin", "properties": {}, "task_result_filters": [gaussian]}]}
@@ -170,7 +170,7 @@ def test_a_sites_privacy_budget_holds_across_jobs(tmp_path, monkeypatch):
     prepare(ws, sites, privacy_policy=tmp_path / "site_privacy.json")
     statuses, jobs = [], []
     try:
-        start(ws)
+        start(ws, python=site_bin / "python")  # FLARE starts the participants with the CLI's Python
         for rounds in (1, 2):
             jobs.append(submit(ws, REPO / "jobs/fedgin_abdomen", rounds, TINY_TRAINING))
             statuses.append(follow(ws, jobs[-1], echo=None, timeout=300).get("status"))
@@ -190,6 +190,7 @@ def test_a_sites_privacy_budget_holds_across_jobs(tmp_path, monkeypatch):
         ]
         assert [round(r["epsilon"], 2) for r in record["rounds"]] == [4.73, 7.08] and record["budget_spent"]
         site_log = (ws.prod / site / jobs[1] / "log.txt").read_text(errors="replace")
+        assert f"{site}: runtime Python" in site_log and f" in {tmp_path / 'site_venv'}, torch" in site_log
         line = rf"{site}: round 2: privacy budget spent: epsilon 7\.077 after 2 round\(s\) in 2 job"
         if re.search(line, site_log):
             declined.append(site)

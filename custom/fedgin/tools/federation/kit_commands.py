@@ -11,11 +11,20 @@ from fedgin.tools.federation.commands import he_flag, installed_code_flag
 def cmd_provision(args) -> int:
     from fedgin.tools.federation.provisioning import DEFAULT_PROJECT, provision
 
-    kits = provision(args.out, args.project or DEFAULT_PROJECT, he=args.he)
+    kits = provision(
+        args.out,
+        args.project or DEFAULT_PROJECT,
+        he=args.he,
+        docker_image=args.docker_image,
+        docker_gpus=args.docker_gpus,
+    )
     print(f"startup kits written to {kits}:")
     for kit in sorted(p.name for p in kits.iterdir() if p.is_dir()):
         print(f"  {kit}")
     print("Give each participant its own kit; see poc/README.md (site operators).")
+    if args.docker_image:
+        print(f"Every kit runs from the image {args.docker_image} (docker build -t {args.docker_image} .): ")
+        print("a site runs `docker compose up -d` in its kit after `site-config KIT CONFIG --container`.")
     return 0
 
 
@@ -24,7 +33,34 @@ def add_provision(sub) -> None:
     p.add_argument("--out", required=True, help="folder for the kits, outside the repository")
     p.add_argument("--project", default=None, help="project.yml (default: poc/project.yml)")
     p.add_argument("--he", action="store_true", help="add FLARE's HEBuilder: HE contexts in every kit")
+    p.add_argument(
+        "--docker-image",
+        default=None,
+        metavar="IMAGE",
+        help="add FLARE's DockerBuilder: compose files that run every participant from IMAGE (the Dockerfile's)",
+    )
+    p.add_argument("--docker-gpus", action="store_true", help="with --docker-image: the services ask for the GPUs")
     p.set_defaults(func=cmd_provision)
+
+
+def cmd_site_config(args) -> int:
+    from fedgin.tools.federation.provisioning import install_site_config
+
+    target = install_site_config(args.kit, args.site_config, container=args.container)
+    print(f"site config written to {target}")
+    if args.container:
+        print(f"data folder named in {args.kit}/.env (FEDGIN_DATA), mounted read-only at /data")
+    return 0
+
+
+def add_site_config(sub) -> None:
+    p = sub.add_parser("site-config", help="a site config into a site's kit (local/fedgin_site.json)")
+    p.add_argument("kit", help="the site's startup kit folder")
+    p.add_argument("site_config", help="the site config (site_configs/README.md); its paths are made absolute")
+    p.add_argument(
+        "--container", action="store_true", help="the kit runs in fedgin's image: data at /data, named in .env"
+    )
+    p.set_defaults(func=cmd_site_config)
 
 
 def cmd_site_policy(args) -> int:

@@ -85,13 +85,19 @@ class PocWorkspace:
         return env
 
 
-def nvflare(ws: PocWorkspace, *args: str, timeout: float = 300, extra_env: Mapping[str, str] | None = None) -> str:
-    """Run the ``nvflare`` CLI against this workspace; raises with its output on failure."""
+def nvflare(
+    ws: PocWorkspace,
+    *args: str,
+    timeout: float = 300,
+    extra_env: Mapping[str, str] | None = None,
+    python: str | Path | None = None,
+) -> str:
+    """Run the ``nvflare`` CLI against this workspace (with ``python``, default this one); raises
+    with its output on failure."""
     (ws.root / "home").mkdir(parents=True, exist_ok=True)
     env = {**ws.env(), **(extra_env or {})}
-    proc = subprocess.run(
-        [sys.executable, "-m", "nvflare.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
-    )
+    cmd = [str(python or sys.executable), "-m", "nvflare.cli", *args]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise PocError(f"`nvflare {' '.join(args)}` failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc.stdout
@@ -133,13 +139,16 @@ def server_policy(policy: dict) -> dict:
     return {**{k: v for k, v in policy.items() if k != "scopes"}, "scopes": scopes}
 
 
-def start(ws: PocWorkspace) -> None:
-    """Start the server and the clients (no admin console) and wait until they are ready."""
+def start(ws: PocWorkspace, python: str | Path | None = None) -> None:
+    """Start the server and the clients (no admin console) and wait until they are ready.
+
+    ``python``: the environment they run in (FLARE starts them with the CLI's Python), e.g. a
+    site's own install; default this one."""
     if not ws.prod.is_dir():
         raise PocError(f"no POC workspace at {ws.root}: run prepare first")
     # All POC sites share this machine's cores, as simulated sites do, and take turns on them.
     env = co_located_env(len(ws.sites()), ws.root.resolve() / "cpu_turns.lock")
-    nvflare(ws, "poc", "start", "-ex", ADMIN, extra_env=env)
+    nvflare(ws, "poc", "start", "-ex", ADMIN, extra_env=env, python=python)
 
 
 def _is_flare_process(cmdline: list[str], marker: str) -> bool:

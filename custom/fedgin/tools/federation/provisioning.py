@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 
 from fedgin.flare.site_files import SITE_CONFIG_NAME
-from fedgin.seg.site_config import with_absolute_paths
+from fedgin.seg.site_config import load_site_config, with_absolute_paths
 from fedgin.tools.federation.admin import session
+from fedgin.tools.federation.containers import DOCKER_BUILDER_PATH, container_site_config, fedgin_compose, set_kit_data
 from fedgin.tools.federation.poc import REPO_ROOT, PocError
 from fedgin.tools.files import checkout_file, write_json
 
@@ -31,17 +32,29 @@ def _outside_repo(path: Path) -> Path:
     return path
 
 
-def provision(out_dir: str | Path, project: str | Path = DEFAULT_PROJECT, he: bool = False) -> Path:
+def provision(
+    out_dir: str | Path,
+    project: str | Path = DEFAULT_PROJECT,
+    he: bool = False,
+    docker_image: str | None = None,
+    docker_gpus: bool = False,
+) -> Path:
     """Startup kits for every participant of ``project``; returns the folder holding one kit each.
 
     ``he``: also FLARE's HEBuilder (TenSEAL CKKS contexts in every kit's ``startup/``, signed with
-    the rest), for jobs built with encrypted aggregation; see :func:`with_he_builder`.
+    the rest), for jobs built with encrypted aggregation; see :func:`with_builder`.
+    ``docker_image``: also FLARE's DockerBuilder, its compose file then made to run every participant
+    from this image (built from the repository's ``Dockerfile``), each site kit with its own
+    compose file; ``docker_gpus``: the services ask for the host's GPUs. See
+    :mod:`fedgin.tools.federation.containers`.
     """
     out_dir = _outside_repo(out_dir)
     if project == DEFAULT_PROJECT:
         project = checkout_file(DEFAULT_PROJECT)
     if he:
-        project = with_he_builder(project, out_dir / f"{Path(project).stem}_he.yml")
+        project = with_builder(project, out_dir / f"{Path(project).stem}_he.yml", HE_BUILDER_PATH)
+    if docker_image:
+        project = with_builder(project, out_dir / f"{Path(project).stem}_docker.yml", DOCKER_BUILDER_PATH)
     home = out_dir / ".home"  # the nvflare CLI writes its config under HOME
     home.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "HOME": str(home)}
@@ -52,30 +65,43 @@ def provision(out_dir: str | Path, project: str | Path = DEFAULT_PROJECT, he: bo
     kits = sorted(out_dir.glob("*/prod_*"))
     if not kits:
         raise PocError(f"nvflare provision wrote no kits under {out_dir}")
+    if docker_image:
+        fedgin_compose(kits[-1], docker_image, gpus=docker_gpus)
     return kits[-1]
 
 
-def with_he_builder(project: str | Path, out_file: str | Path) -> Path:
-    """A copy of ``project`` with FLARE's HEBuilder before the SignatureBuilder (so the contexts are
-    signed, as ``nvflare poc prepare --he`` does); unchanged if it has one already. Returns ``out_file``."""
+def with_builder(project: str | Path, out_file: str | Path, builder_path: str) -> Path:
+    """A copy of ``project`` with one of FLARE's builders before the SignatureBuilder (so what it
+    writes is signed, as ``nvflare poc prepare --he`` does for the HE contexts); unchanged if it has
+    that builder already. Returns ``out_file``."""
     import yaml
 
     config = yaml.safe_load(Path(project).read_text())
     builders = config.setdefault("builders", [])
-    if not any(b.get("path") == HE_BUILDER_PATH for b in builders):
+    if not any(b.get("path") == builder_path for b in builders):
         paths = [b.get("path") for b in builders]
         at = paths.index(SIGNATURE_BUILDER_PATH) if SIGNATURE_BUILDER_PATH in paths else len(builders)
-        builders.insert(at, {"path": HE_BUILDER_PATH, "args": {}})
+        builders.insert(at, {"path": builder_path, "args": {}})
     out_file = Path(out_file)
     out_file.parent.mkdir(parents=True, exist_ok=True)
     out_file.write_text(yaml.safe_dump(config, sort_keys=False))
     return out_file
 
 
-def install_site_config(kit: str | Path, site_config: str | Path) -> Path:
-    """Put a site config (paths made absolute) where the site's Executor reads it: ``local/``."""
+def install_site_config(kit: str | Path, site_config: str | Path, container: bool = False) -> Path:
+    """Put a site config (paths made absolute) where the site's Executor reads it: ``local/``.
+
+    ``container``: the kit runs in fedgin's image (``provision --docker-image``): the config points
+    at the data as the container mounts it (``/data``) and the kit's ``.env`` names the data folder
+    on this host, which compose mounts there read-only.
+    """
     target = Path(kit) / "local" / SITE_CONFIG_NAME
-    write_json(target, with_absolute_paths(site_config))
+    config = with_absolute_paths(site_config)
+    if container:
+        cfg = load_site_config(site_config)
+        config = container_site_config(config, cfg.data_root, cfg.datalist, Path(site_config))
+        set_kit_data(kit, cfg.data_root)
+    write_json(target, config)
     return target
 
 
