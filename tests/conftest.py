@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 from pathlib import Path
 
@@ -10,8 +9,10 @@ import pytest
 import torch
 from helpers import FIXTURES, TOTALSEG_IDS, write_site
 
-# The real FLARE POC and provisioned federations listen on FLARE's fixed ports (8002/8003): their
-# tests (marked poc) run one after another (the flare_ports lock), everything else in parallel.
+# The real FLARE POC (port 8002, tests/tools/federation/test_poc.py) and provisioned (8102,
+# test_provisioned_federation.py) systems each live in one file: `--dist loadfile` (pyproject.toml)
+# runs a file's tests on one worker, one after another. pytest-xdist's xdist_group did not hold
+# marked tests on one worker here (pytest 9.2, xdist 3.8), so the suite does not rely on it.
 
 
 def pytest_configure(config):
@@ -21,21 +22,6 @@ def pytest_configure(config):
         os.environ["OMP_NUM_THREADS"] = "1"
         os.environ["MKL_NUM_THREADS"] = "1"
         torch.set_num_threads(1)
-
-
-@pytest.fixture(autouse=True)
-def flare_ports(request, tmp_path_factory):
-    """POC and provisioned systems all listen on FLARE's fixed ports: one such test at a time across
-    the xdist workers (a lock file beside the workers' temp folders). xdist's ``xdist_group`` did not
-    hold them together here (pytest 9.2, xdist 3.8: the marked tests still ran on two workers)."""
-    if not request.node.get_closest_marker("poc"):
-        yield
-        return
-    root = tmp_path_factory.getbasetemp()
-    root = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
-    with open(root / "flare-ports.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
 
 
 @pytest.fixture

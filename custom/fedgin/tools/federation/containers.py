@@ -18,11 +18,13 @@ fedgin's image is built from the repository's ``Dockerfile`` instead (the runtim
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
 
 from fedgin.flare.privacy.ledger import LEDGER_DIR
+from fedgin.seg.site_config import load_site_config
 
 DOCKER_BUILDER_PATH = "nvflare.lighter.impl.docker.DockerBuilder"
 WORKSPACE = "/workspace"  # where FLARE's compose template mounts a kit
@@ -108,26 +110,28 @@ def _site_kit_compose(kit: Path, compose: dict, service: dict, name: str) -> Non
     )
 
 
-def container_site_config(raw: dict, data_root: Path, datalist: Path, source: Path) -> dict:
-    """A site config as the container reads it: data_root at :data:`CONTAINER_DATA`, the datalist
-    inside it, every datalist path relative (a host path means nothing in the container)."""
-    import json
-
+def container_site_config(site_config: str | Path) -> tuple[dict, Path]:
+    """A site config as the container reads it, and the data folder on this host to mount there:
+    data_root at :data:`CONTAINER_DATA`, the datalist inside it, every datalist path relative (a host
+    path means nothing in the container)."""
+    cfg = load_site_config(site_config)
     try:
-        inside = datalist.resolve().relative_to(data_root.resolve())
+        inside = cfg.datalist.resolve().relative_to(cfg.data_root)
     except ValueError:
         raise ValueError(
-            f"{source}: the datalist {datalist} is outside data_root {data_root}: a container sees only data_root"
+            f"{site_config}: the datalist {cfg.datalist} is outside data_root {cfg.data_root}: "
+            "a container sees only data_root"
         ) from None
-    for split, entries in json.loads(datalist.read_text()).items():
+    for split, entries in json.loads(cfg.datalist.read_text()).items():
         for i, entry in enumerate(entries if isinstance(entries, list) else []):
             for key, value in entry.items() if isinstance(entry, dict) else []:
                 if isinstance(value, str) and Path(value).is_absolute():
                     raise ValueError(
-                        f"{datalist}: {split}[{i}] {key} is an absolute path ({value}): "
+                        f"{cfg.datalist}: {split}[{i}] {key} is an absolute path ({value}): "
                         "a container needs paths relative to data_root"
                     )
-    return {**raw, "data_root": CONTAINER_DATA, "datalist": str(inside)}
+    raw = json.loads(Path(site_config).read_text())
+    return {**raw, "data_root": CONTAINER_DATA, "datalist": str(inside)}, cfg.data_root
 
 
 def set_kit_data(kit: str | Path, data_root: Path) -> Path:

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from fedgin.flare.site_files import SITE_CONFIG_NAME
-from fedgin.seg.site_config import load_site_config, with_absolute_paths
+from fedgin.seg.site_config import with_absolute_paths
 from fedgin.tools.federation.admin import session
 from fedgin.tools.federation.containers import DOCKER_BUILDER_PATH, container_site_config, fedgin_compose, set_kit_data
 from fedgin.tools.federation.poc import REPO_ROOT, PocError
@@ -96,11 +96,11 @@ def install_site_config(kit: str | Path, site_config: str | Path, container: boo
     on this host, which compose mounts there read-only.
     """
     target = Path(kit) / "local" / SITE_CONFIG_NAME
-    config = with_absolute_paths(site_config)
     if container:
-        cfg = load_site_config(site_config)
-        config = container_site_config(config, cfg.data_root, cfg.datalist, Path(site_config))
-        set_kit_data(kit, cfg.data_root)
+        config, data_root = container_site_config(site_config)
+        set_kit_data(kit, data_root)
+    else:
+        config = with_absolute_paths(site_config)
     write_json(target, config)
     return target
 
